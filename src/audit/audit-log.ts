@@ -1,0 +1,55 @@
+import type { Clock } from "../common/clock.js";
+import type { Logger } from "../common/logger.js";
+
+/** What happened, in dotted lower case: `issuance.signed`, `issuance.refused`, `token.created`, … */
+export type AuditEventType =
+  | "authority.created"
+  | "authority.activated"
+  | "apikey.created"
+  | "authentication.failed"
+  | "token.created"
+  | "issuance.prepared"
+  | "issuance.signed"
+  | "issuance.failed"
+  | "issuance.refused";
+
+/**
+ * One append-only audit record. `actor` names the principal (`apikey:<id>`, `token:<id>`, `system`) and
+ * `subject` the thing acted on (a serial, a SPIFFE ID, a key id). Secrets never go in here: details carry
+ * identifiers and hashes only.
+ */
+export interface AuditEvent {
+  readonly type: AuditEventType;
+  readonly actor: string;
+  readonly outcome: "success" | "failure";
+  readonly subject?: string;
+  /** The error code of a refusal (DESIGN.md error codes). */
+  readonly code?: string;
+  readonly remoteAddress?: string;
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+export interface StoredAuditEvent extends AuditEvent {
+  readonly sequence: number;
+  readonly occurredAt: Date;
+}
+
+/** Port implemented by the store. Appends are synchronous so they can join a caller's transaction. */
+export interface AuditEventRepository {
+  append(event: AuditEvent, occurredAt: Date): void;
+}
+
+/** Appends audit events with the current time and mirrors them to the log. */
+export class AuditLog {
+  constructor(
+    private readonly repository: AuditEventRepository,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  record(event: AuditEvent): void {
+    this.repository.append(event, this.clock.now());
+    const { details: _details, ...summary } = event;
+    this.logger.info({ audit: summary }, "audit event");
+  }
+}

@@ -1,0 +1,292 @@
+import { createHash, randomBytes } from "node:crypto";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../common/clock.js";
+import {
+  AnchorageError,
+  BadUserInputError,
+  InternalError,
+  PolicyViolationError,
+  UnauthenticatedError,
+} from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import { parseCsr, type ParsedCsr } from "./csr.js";
+import type { Issuer } from "./issuer.js";
+import { lintWorkloadCertificate, type WorkloadCertificateFields } from "./lint.js";
+import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant, IssuanceLedger, PreparedIssuance } from "./ports.js";
+
+export interface IssueRequest extends IssuanceCredentials {
+  readonly csr: string;
+  readonly ttlSeconds?: number | null;
+}
+
+export interface IssuedCertificate {
+  readonly serial: string;
+  readonly certificateDer: Buffer;
+  readonly chainDer: readonly Buffer[];
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly spiffeId: string;
+  readonly dnsNames: readonly string[];
+  readonly issuerId: string;
+}
+
+export interface IssuanceSettings {
+  readonly trustDomain: string;
+  readonly defaultTtlSeconds: number;
+  readonly maxTtlSeconds: number;
+  readonly backdateSeconds: number;
+  readonly maxBatchSize: number;
+}
+
+export interface RequestContext {
+  readonly remoteAddress?: string;
+}
+
+/** Supplies the issuer that is active now; rotation swaps it without a restart. */
+export type ActiveIssuerSource = () => Issuer;
+
+export const MIN_TTL_SECONDS = 60;
+
+/** 128 bits of CSPRNG output, first byte non-zero so the hex form has no leading zeros to strip. */
+export function generateSerial(): Buffer {
+  for (;;) {
+    const serial = randomBytes(16);
+    if (serial[0] !== 0) return serial;
+  }
+}
+
+/** Everything decided about one request before anything is written. */
+interface PlannedIssuance {
+  readonly issuer: Issuer;
+  readonly grant: IssuanceGrant;
+  readonly fields: WorkloadCertificateFields;
+  readonly prepared: PreparedIssuance;
+}
+
+
+
+/**
+ * The issuance cycle: authorise → parse and check the CSR → build the TBS (pure) → lint → reserve serial, TBS,
+ * token use and audit event in one transaction → sign once through the HSM → verify → store → respond.
+ * A batch goes through the same steps with one transaction per step for all its items.
+ */
+export class IssuanceService {
+  constructor(
+    private readonly deps: {
+      readonly authorizer: IssuanceAuthorizer;
+      readonly ledger: IssuanceLedger;
+      readonly activeIssuer: ActiveIssuerSource;
+      readonly audit: AuditLog;
+      readonly clock: Clock;
+      readonly logger: Logger;
+      readonly settings: IssuanceSettings;
+    },
+  ) {}
+
+  async issue(request: IssueRequest, context: RequestContext = {}): Promise<IssuedCertificate> {
+    const [outcome] = await this.run([request], context);
+    if (outcome instanceof AnchorageError) throw outcome;
+    return outcome as IssuedCertificate;
+  }
+
+  /** One outcome per request, in order: a bad item fails alone. */
+  async issueBatch(requests: readonly IssueRequest[], context: RequestContext = {}): Promise<IssuanceOutcome[]> {
+    const max = this.deps.settings.maxBatchSize;
+    if (requests.length === 0 || requests.length > max) {
+      throw new BadUserInputError(`a batch holds 1 to ${max} requests, not ${requests.length}`);
+    }
+    return this.run(requests, context);
+  }
+
+  private async run(requests: readonly IssueRequest[], context: RequestContext): Promise<IssuanceOutcome[]> {
+    const now = this.deps.clock.now();
+    const outcomes: (IssuanceOutcome | undefined)[] = new Array(requests.length);
+    const planned: { index: number; plan: PlannedIssuance }[] = [];
+    requests.forEach((request, index) => {
+      try {
+        planned.push({ index, plan: this.plan(request, now, context) });
+      } catch (error) {
+        outcomes[index] = this.refuse(error, request, context);
+      }
+    });
+    if (planned.length === 0) return outcomes as IssuanceOutcome[];
+
+    const reservations = await this.deps.ledger.prepare(
+      planned.map(({ plan }) => plan.prepared),
+      now,
+    );
+    const reserved = planned.filter(({ index, plan }, position) => {
+      if (reservations[position]?.ok) return true;
+      outcomes[index] = this.refuse(
+        new UnauthenticatedError("the enrollment token is unknown, expired or used up"),
+        requests[index] as IssueRequest,
+        context,
+        plan.grant,
+      );
+      return false;
+    });
+
+    const signatures = await Promise.allSettled(reserved.map(({ plan }) => plan.issuer.sign(plan.prepared.tbsDer)));
+    const completed = [];
+    const abandoned = [];
+    for (const [position, { index, plan }] of reserved.entries()) {
+      const signature = signatures[position] as PromiseSettledResult<Buffer>;
+      const { prepared } = plan;
+      if (signature.status === "fulfilled") {
+        const der = signature.value;
+        completed.push({
+          serial: prepared.serial,
+          der,
+          fingerprintSha256: createHash("sha256").update(der).digest("hex"),
+          audit: {
+            type: "issuance.signed" as const,
+            actor: prepared.requester,
+            outcome: "success" as const,
+            subject: prepared.serial,
+            ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
+            details: { spiffeId: prepared.spiffeId, issuerId: plan.issuer.id },
+          },
+        });
+        outcomes[index] = {
+          serial: prepared.serial,
+          certificateDer: der,
+          chainDer: plan.issuer.chainDer,
+          notBefore: prepared.notBefore,
+          notAfter: prepared.notAfter,
+          spiffeId: prepared.spiffeId,
+          dnsNames: prepared.dnsNames,
+          issuerId: plan.issuer.id,
+        };
+      } else {
+        const error = asAnchorageError(signature.reason);
+        this.deps.logger.error({ err: signature.reason, serial: prepared.serial }, "signing failed");
+        abandoned.push({
+          serial: prepared.serial,
+          ...(prepared.consumeTokenHash ? { refundTokenHash: prepared.consumeTokenHash } : {}),
+          audit: {
+            type: "issuance.failed" as const,
+            actor: prepared.requester,
+            outcome: "failure" as const,
+            subject: prepared.serial,
+            code: error.code,
+            ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
+          },
+        });
+        outcomes[index] = error;
+      }
+    }
+    // A certificate is returned only after its row is durable; if that write fails, the request fails.
+    await Promise.all([
+      completed.length > 0 ? this.deps.ledger.complete(completed, now) : undefined,
+      abandoned.length > 0 ? this.deps.ledger.abandon(abandoned, now) : undefined,
+    ]);
+    return outcomes as IssuanceOutcome[];
+  }
+
+  private plan(request: IssueRequest, now: Date, context: RequestContext): PlannedIssuance {
+    const grant = this.deps.authorizer.authorize(request, now);
+    const csr = parseCsr(request.csr);
+    checkIdentity(csr, grant);
+    const ttlSeconds = this.lifetime(request.ttlSeconds, grant);
+    const issuer = this.deps.activeIssuer();
+    const notBefore = new Date(now.getTime() - this.deps.settings.backdateSeconds * 1000);
+    // Never outlive the issuer: a leaf valid past its CA's notAfter would fail path validation late.
+    const notAfter = new Date(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime()));
+    const serialNumber = generateSerial();
+    const fields: WorkloadCertificateFields = {
+      serialNumber,
+      notBefore,
+      notAfter,
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      spiffeId: csr.spiffeId,
+      dnsNames: csr.dnsNames,
+    };
+    const problems = lintWorkloadCertificate(fields, {
+      trustDomain: this.deps.settings.trustDomain,
+      issuerNotBefore: issuer.notBefore,
+      issuerNotAfter: issuer.notAfter,
+      maxLifetimeSeconds: this.deps.settings.maxTtlSeconds + this.deps.settings.backdateSeconds,
+    });
+    if (problems.length > 0) {
+      throw new InternalError("the certificate failed the pre-issuance lint", { cause: new Error(problems.join("; ")) });
+    }
+    const serial = serialNumber.toString("hex");
+    return {
+      issuer,
+      grant,
+      fields,
+      prepared: {
+        serial,
+        authorityId: issuer.id,
+        spiffeId: csr.spiffeId,
+        dnsNames: csr.dnsNames,
+        notBefore,
+        notAfter,
+        keyType: csr.keyDescription,
+        requester: grant.requester,
+        tbsDer: issuer.template.buildTbs(fields),
+        ...(grant.consumeTokenHash ? { consumeTokenHash: grant.consumeTokenHash } : {}),
+        audit: {
+          type: "issuance.prepared",
+          actor: grant.requester,
+          outcome: "success",
+          subject: serial,
+          ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
+          details: { spiffeId: csr.spiffeId, dnsNames: csr.dnsNames, keyType: csr.keyDescription, ttlSeconds },
+        },
+      },
+    };
+  }
+
+  /** TTL capping lives here and only here: requested, else default; never above the grant or operator maximum. */
+  private lifetime(requested: number | null | undefined, grant: IssuanceGrant): number {
+    const { defaultTtlSeconds, maxTtlSeconds } = this.deps.settings;
+    const ceiling = Math.min(maxTtlSeconds, grant.maxTtlSeconds);
+    if (requested === undefined || requested === null) return Math.min(defaultTtlSeconds, ceiling);
+    if (!Number.isInteger(requested) || requested < MIN_TTL_SECONDS) {
+      throw new BadUserInputError(`ttlSeconds must be an integer of at least ${MIN_TTL_SECONDS}`);
+    }
+    if (requested > ceiling) {
+      throw new PolicyViolationError(`ttlSeconds ${requested} exceeds the maximum of ${ceiling} allowed for this identity`);
+    }
+    return requested;
+  }
+
+  private refuse(error: unknown, request: IssueRequest, context: RequestContext, grant?: IssuanceGrant): AnchorageError {
+    const refusal = asAnchorageError(error);
+    if (refusal.code === "INTERNAL") this.deps.logger.error({ err: error }, "issuance failed");
+    this.deps.audit.record({
+      type: "issuance.refused",
+      actor: grant?.requester ?? (request.token ? "token:unknown" : "anonymous"),
+      outcome: "failure",
+      code: refusal.code,
+      ...(grant ? { subject: grant.spiffeId } : {}),
+      ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
+      details: { reason: refusal.message },
+    });
+    return refusal;
+  }
+}
+
+function checkIdentity(csr: ParsedCsr, grant: IssuanceGrant): void {
+  if (csr.spiffeId !== grant.spiffeId) {
+    throw new PolicyViolationError(
+      `the CSR asks for ${csr.spiffeId} but the credential allows only ${grant.spiffeId}`,
+    );
+  }
+  const allowed = new Set(grant.dnsNames);
+  const refused = csr.dnsNames.filter((name) => !allowed.has(name));
+  if (refused.length > 0) {
+    throw new PolicyViolationError(
+      `the CSR asks for DNS names the credential does not allow: ${refused.join(", ")}` +
+        (grant.dnsNames.length > 0 ? ` (allowed: ${grant.dnsNames.join(", ")})` : " (none are allowed)"),
+    );
+  }
+}
+
+function asAnchorageError(error: unknown): AnchorageError {
+  if (error instanceof AnchorageError) return error;
+  return new InternalError("the certificate could not be issued", { cause: error });
+}
+export type IssuanceOutcome = IssuedCertificate | AnchorageError;

@@ -1,0 +1,68 @@
+/** Records the CA core reads and writes through its ports. */
+
+export type AuthorityKind = "root" | "intermediate";
+
+/**
+ * `active`: issues (exactly one intermediate at a time) or, for a root, is a trust anchor.
+ * `published`: in the trust bundle but not issuing (prepared for rotation, or rotated out with leaves alive).
+ * `retired`: no longer published.
+ */
+export type AuthorityStatus = "active" | "published" | "retired";
+
+export interface AuthorityRecord {
+  /** Lower-case hex of the subject key identifier: stable, derived from the key, used in URLs. */
+  readonly id: string;
+  readonly kind: AuthorityKind;
+  readonly status: AuthorityStatus;
+  readonly subject: string;
+  readonly certificateDer: Buffer;
+  /** Label of the signing key on the online token; null for a root, whose key never is there. */
+  readonly keyLabel: string | null;
+  readonly parentId: string | null;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly createdAt: Date;
+}
+
+export type KeyType = "ec" | "rsa";
+
+export type CertificateStatus = "VALID" | "EXPIRED" | "REVOKED";
+
+/** A workload certificate as stored. `der` is absent only while the row is reserved and not yet signed. */
+export interface CertificateRecord {
+  readonly serial: string;
+  readonly authorityId: string;
+  readonly spiffeId: string;
+  readonly dnsNames: readonly string[];
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly keyType: string;
+  readonly requester: string;
+  readonly der: Buffer;
+  readonly fingerprintSha256: string;
+  readonly issuedAt: Date;
+  readonly revokedAt: Date | null;
+  readonly revocationReason: string | null;
+}
+
+export interface CertificateFilter {
+  readonly spiffeId?: string;
+  readonly spiffeIdPrefix?: string;
+  readonly dnsName?: string;
+  readonly authorityId?: string;
+  readonly requester?: string;
+  readonly status?: CertificateStatus;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Opaque cursor of each item, same order as `items`. */
+  readonly cursors: readonly string[];
+  readonly totalCount: number;
+  readonly hasNextPage: boolean;
+}
+
+export function certificateStatus(record: CertificateRecord, now: Date): CertificateStatus {
+  if (record.revokedAt) return "REVOKED";
+  return record.notAfter.getTime() <= now.getTime() ? "EXPIRED" : "VALID";
+}

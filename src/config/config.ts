@@ -1,0 +1,180 @@
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import { z } from "zod";
+import { ConfigError } from "../common/errors.js";
+
+/**
+ * The validated, frozen configuration of one Anchorage process. This module is the only reader of the
+ * environment and of config files; everything else receives the parts it needs as arguments.
+ */
+export interface Config {
+  readonly dataDir: string;
+  readonly host: string;
+  readonly graphqlPort: number;
+  readonly httpPort: number;
+  /** Base URL written into certificates (CRL distribution point, AIA). Derived from host and HTTP port when unset. */
+  readonly publicBaseUrl: string | undefined;
+  readonly trustDomain: string;
+  readonly hsm: {
+    readonly modulePath: string;
+    readonly tokenLabel: string;
+    /** PIN of the online token. Undefined in development, where the bootstrap keeps one in the data folder. */
+    readonly pin: string | undefined;
+    readonly sessionPoolSize: number;
+  };
+  /** `development` creates the SoftHSM tokens, root and intermediate on first start; `none` expects them to exist. */
+  readonly bootstrap: "development" | "none";
+  readonly issuance: {
+    readonly defaultTtlSeconds: number;
+    readonly maxTtlSeconds: number;
+    readonly backdateSeconds: number;
+    readonly maxBatchSize: number;
+  };
+  readonly limits: {
+    readonly maxRequestBytes: number;
+    readonly maxQueryDepth: number;
+    readonly maxAliases: number;
+    readonly maxTokens: number;
+  };
+  readonly workers: number;
+  readonly logLevel: "debug" | "info" | "warn" | "error";
+}
+
+export const DEFAULT_SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so";
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+const schema = z
+  .object({
+    dataDir: z.string().min(1).default("./data"),
+    host: z.string().min(1).default("127.0.0.1"),
+    graphqlPort: port.default(8443),
+    httpPort: port.default(8080),
+    publicBaseUrl: z
+      .url({ protocol: /^https?$/ })
+      .refine((url) => !url.endsWith("/"), "must not end with a slash")
+      .optional(),
+    trustDomain: z
+      .string()
+      .regex(/^[a-z0-9._-]+$/, "must be a SPIFFE trust domain name: lower-case letters, digits, '.', '_' and '-'")
+      .default("anchorage.test"),
+    hsm: z
+      .object({
+        modulePath: z.string().min(1).default(DEFAULT_SOFTHSM_MODULE),
+        tokenLabel: z.string().min(1).max(32).default("anchorage-online"),
+        pin: z.string().min(4).optional(),
+        sessionPoolSize: positiveInt.max(64).default(4),
+      })
+      .prefault({}),
+    bootstrap: z.enum(["development", "none"]).default("development"),
+    issuance: z
+      .object({
+        defaultTtlSeconds: positiveInt.default(3600),
+        maxTtlSeconds: positiveInt.max(86400 * 30).default(86400),
+        backdateSeconds: z.coerce.number().int().min(0).max(3600).default(300),
+        maxBatchSize: positiveInt.max(1000).default(64),
+      })
+      .prefault({})
+      .refine((issuance) => issuance.defaultTtlSeconds <= issuance.maxTtlSeconds, {
+        message: "defaultTtlSeconds must not exceed maxTtlSeconds",
+      }),
+    limits: z
+      .object({
+        maxRequestBytes: positiveInt.default(512 * 1024),
+        maxQueryDepth: positiveInt.default(12),
+        maxAliases: positiveInt.default(30),
+        maxTokens: positiveInt.default(5000),
+      })
+      .prefault({}),
+    workers: positiveInt.max(64).default(1),
+    logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  })
+  .strict();
+
+/** Environment variable → config path. Environment wins over the config file. */
+const ENVIRONMENT: Record<string, string> = {
+  ANCHORAGE_DATA_DIR: "dataDir",
+  ANCHORAGE_HOST: "host",
+  ANCHORAGE_GRAPHQL_PORT: "graphqlPort",
+  ANCHORAGE_HTTP_PORT: "httpPort",
+  ANCHORAGE_PUBLIC_URL: "publicBaseUrl",
+  ANCHORAGE_TRUST_DOMAIN: "trustDomain",
+  ANCHORAGE_PKCS11_MODULE: "hsm.modulePath",
+  ANCHORAGE_HSM_TOKEN_LABEL: "hsm.tokenLabel",
+  ANCHORAGE_HSM_PIN: "hsm.pin",
+  ANCHORAGE_HSM_SESSIONS: "hsm.sessionPoolSize",
+  ANCHORAGE_BOOTSTRAP: "bootstrap",
+  ANCHORAGE_DEFAULT_TTL_SECONDS: "issuance.defaultTtlSeconds",
+  ANCHORAGE_MAX_TTL_SECONDS: "issuance.maxTtlSeconds",
+  ANCHORAGE_BACKDATE_SECONDS: "issuance.backdateSeconds",
+  ANCHORAGE_MAX_BATCH_SIZE: "issuance.maxBatchSize",
+  ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
+  ANCHORAGE_WORKERS: "workers",
+  ANCHORAGE_LOG_LEVEL: "logLevel",
+};
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split(".");
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== "object" || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1] as string] = value;
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  if (!existsSync(path)) throw new ConfigError(`config file ${path} (ANCHORAGE_CONFIG) does not exist`);
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(path, "utf8"));
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError(`config file ${path} must hold a JSON object`);
+    }
+    return parsed as Record<string, unknown>;
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`config file ${path} is not valid JSON`, { cause: error });
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Reads `ANCHORAGE_CONFIG` (a JSON file, optional) and the `ANCHORAGE_*` variables, validates them and
+ * returns a frozen `Config`. Bad configuration fails here, naming the field, never later at first use.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): Config {
+  const raw: Record<string, unknown> = env.ANCHORAGE_CONFIG ? readConfigFile(env.ANCHORAGE_CONFIG) : {};
+  for (const [variable, path] of Object.entries(ENVIRONMENT)) {
+    const value = env[variable];
+    if (value !== undefined && value !== "") setPath(raw, path, value);
+  }
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const path = issue.path.join(".");
+      const variable = Object.entries(ENVIRONMENT).find(([, p]) => p === path)?.[0];
+      return `${path}${variable ? ` (${variable})` : ""}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
+  }
+  const config = result.data;
+  const dataDir = isAbsolute(config.dataDir) ? config.dataDir : resolve(cwd, config.dataDir);
+  if (config.bootstrap === "none" && config.hsm.pin === undefined) {
+    throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required when bootstrap is 'none'");
+  }
+  return deepFreeze({
+    ...config,
+    dataDir,
+    publicBaseUrl: config.publicBaseUrl,
+    hsm: { ...config.hsm, pin: config.hsm.pin },
+  });
+}

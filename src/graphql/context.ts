@@ -1,0 +1,22 @@
+import type { AuthorityService } from "../ca/authority-service.js";
+import type { CertificateService } from "../ca/certificate-service.js";
+import type { IssuanceService } from "../ca/issuance-service.js";
+import type { ApiKeyService } from "../policy/api-keys.js";
+import type { EnrollmentTokenService } from "../policy/enrollment-tokens.js";
+import type { Principal } from "../policy/principal.js";
+
+/** The domain services a request may reach. Built once by the composition root. */
+export interface Services {
+  readonly issuance: IssuanceService;
+  readonly enrollmentTokens: EnrollmentTokenService;
+  readonly apiKeys: ApiKeyService;
+  readonly authorities: AuthorityService;
+  readonly certificates: CertificateService;
+}
+
+/** Per-request context, built by the HTTP layer from the connection and headers. */
+export interface GraphQLContext {
+  readonly services: Services;
+  readonly principal: Principal;
+  readonly remoteAddress: string | undefined;
+}

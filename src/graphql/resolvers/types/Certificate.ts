@@ -1,0 +1,12 @@
+import { certificateStatus } from "../../../ca/model.js";
+import { certificateToPem } from "../../../common/pem.js";
+import type { CertificateResolvers } from "../../generated/resolvers-types.js";
+
+export const Certificate: CertificateResolvers = {
+  certificatePem: (record) => certificateToPem(record.der),
+  notBefore: (record) => record.notBefore.toISOString(),
+  notAfter: (record) => record.notAfter.toISOString(),
+  status: (record, _args, context) => certificateStatus(record, context.services.certificates.now()),
+  revokedAt: (record) => record.revokedAt?.toISOString() ?? null,
+  issuerId: (record) => record.authorityId,
+};

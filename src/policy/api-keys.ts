@@ -1,0 +1,80 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../common/clock.js";
+import { BadUserInputError, ForbiddenError, UnauthenticatedError } from "../common/errors.js";
+import { generateId, generateSecret, hashSecret } from "../common/secrets.js";
+import type { ApiKeyRepository, ApiKeyRole } from "./model.js";
+import { actorOf, type Principal } from "./principal.js";
+
+const KEY_PREFIX: Record<ApiKeyRole, string> = { ADMIN: "anc_admin", AUDITOR: "anc_audit" };
+
+export interface CreatedApiKey {
+  readonly id: string;
+  readonly name: string;
+  readonly role: ApiKeyRole;
+  /** The secret, shown once. Only its hash is stored. */
+  readonly key: string;
+}
+
+/** API keys for operators and auditors: created by an admin (or the first-start bootstrap), stored hashed. */
+export class ApiKeyService {
+  constructor(
+    private readonly repository: ApiKeyRepository,
+    private readonly audit: AuditLog,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Resolves a bearer key to its principal. Unknown and revoked keys are the same failure to the caller. */
+  authenticate(bearer: string, remoteAddress?: string): Principal {
+    const record = this.repository.findByHash(hashSecret(bearer));
+    if (!record || record.revokedAt) {
+      this.audit.record({
+        type: "authentication.failed",
+        actor: "anonymous",
+        outcome: "failure",
+        code: "UNAUTHENTICATED",
+        ...(remoteAddress ? { remoteAddress } : {}),
+        details: { credential: "api-key" },
+      });
+      throw new UnauthenticatedError("the API key is not valid");
+    }
+    return { kind: "apiKey", id: record.id, name: record.name, role: record.role };
+  }
+
+  create(principal: Principal | "bootstrap", input: { name: string; role: ApiKeyRole }): CreatedApiKey {
+    if (principal !== "bootstrap") requireRole(principal, "ADMIN");
+    const name = input.name.trim();
+    if (name.length === 0 || name.length > 100) {
+      throw new BadUserInputError("the API key name must be 1 to 100 characters");
+    }
+    const key = generateSecret(KEY_PREFIX[input.role]);
+    const id = generateId("key");
+    this.repository.insert({
+      id,
+      name,
+      role: input.role,
+      keyHash: hashSecret(key),
+      createdAt: this.clock.now(),
+      revokedAt: null,
+    });
+    this.audit.record({
+      type: "apikey.created",
+      actor: principal === "bootstrap" ? "system" : actorOf(principal),
+      outcome: "success",
+      subject: id,
+      details: { name, role: input.role },
+    });
+    return { id, name, role: input.role, key };
+  }
+
+  count(): number {
+    return this.repository.count();
+  }
+}
+
+/** Throws unless the principal holds `role`: UNAUTHENTICATED without credentials, FORBIDDEN with the wrong ones. */
+export function requireRole(principal: Principal, ...roles: ApiKeyRole[]): asserts principal is Extract<Principal, { kind: "apiKey" }> {
+  if (principal.kind !== "apiKey") throw new UnauthenticatedError("this operation needs an API key (Authorization: Bearer <key>)");
+  if (!roles.includes(principal.role)) {
+    throw new ForbiddenError(`this operation needs the ${roles.join(" or ")} role`);
+  }
+}

@@ -1,0 +1,38 @@
+/** Records and ports of the authorisation policy: who may obtain which identity. */
+
+export type ApiKeyRole = "ADMIN" | "AUDITOR";
+
+export interface ApiKeyRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly role: ApiKeyRole;
+  /** SHA-256 of the key. Keys carry 256 bits of CSPRNG output, so a fast hash is as good as a slow one. */
+  readonly keyHash: Buffer;
+  readonly createdAt: Date;
+  readonly revokedAt: Date | null;
+}
+
+export interface EnrollmentTokenRecord {
+  readonly id: string;
+  /** SHA-256 of the secret; the secret itself is shown once and never stored. */
+  readonly tokenHash: Buffer;
+  readonly spiffeId: string;
+  readonly dnsNames: readonly string[];
+  readonly maxTtlSeconds: number;
+  readonly expiresAt: Date;
+  readonly usesLeft: number;
+  readonly createdBy: string;
+  readonly createdAt: Date;
+}
+
+export interface ApiKeyRepository {
+  insert(record: ApiKeyRecord): void;
+  findByHash(keyHash: Buffer): ApiKeyRecord | undefined;
+  count(): number;
+}
+
+/** Token consumption is not here: it is part of the issuance transaction (`IssuanceLedger.prepare`). */
+export interface EnrollmentTokenRepository {
+  insert(record: EnrollmentTokenRecord): void;
+  findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined;
+}

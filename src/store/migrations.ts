@@ -1,0 +1,96 @@
+/**
+ * Numbered schema migrations, applied in order at start-up. Never edit a released one: add the next.
+ * Times are stored as integer milliseconds since the epoch (sortable, compact, index-friendly).
+ */
+export const MIGRATIONS: readonly { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE authorities (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('root', 'intermediate')),
+        status TEXT NOT NULL CHECK (status IN ('active', 'published', 'retired')),
+        subject TEXT NOT NULL,
+        certificate_der BLOB NOT NULL,
+        key_label TEXT,
+        parent_id TEXT REFERENCES authorities(id),
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      -- Exactly one intermediate issues at a time.
+      CREATE UNIQUE INDEX authorities_one_active_intermediate
+        ON authorities(kind) WHERE kind = 'intermediate' AND status = 'active';
+
+      CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        authority_id TEXT NOT NULL REFERENCES authorities(id),
+        state TEXT NOT NULL CHECK (state IN ('prepared', 'issued', 'failed')),
+        spiffe_id TEXT NOT NULL,
+        dns_names TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        key_type TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        tbs_der BLOB NOT NULL,
+        der BLOB,
+        fingerprint_sha256 TEXT,
+        prepared_at INTEGER NOT NULL,
+        issued_at INTEGER,
+        revoked_at INTEGER,
+        revocation_reason TEXT
+      );
+      CREATE INDEX certificates_spiffe_id ON certificates(spiffe_id);
+      CREATE INDEX certificates_authority ON certificates(authority_id);
+      CREATE INDEX certificates_not_after ON certificates(not_after);
+
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('ADMIN', 'AUDITOR')),
+        key_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+      );
+
+      CREATE TABLE enrollment_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash BLOB NOT NULL UNIQUE,
+        spiffe_id TEXT NOT NULL,
+        dns_names TEXT NOT NULL,
+        max_ttl_seconds INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        uses_left INTEGER NOT NULL CHECK (uses_left >= 0),
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+
+      CREATE TABLE audit_events (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        occurred_at INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failure')),
+        subject TEXT,
+        code TEXT,
+        remote_address TEXT,
+        details TEXT
+      );
+      CREATE INDEX audit_events_type ON audit_events(type, sequence);
+
+      -- Audit events are append-only, enforced by the database as well as by the code.
+      CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+      CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+
+      CREATE TABLE crls (
+        authority_id TEXT PRIMARY KEY REFERENCES authorities(id),
+        crl_number INTEGER NOT NULL,
+        der BLOB NOT NULL,
+        this_update INTEGER NOT NULL,
+        next_update INTEGER NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,103 @@
+import type {
+  ApiKeyRecord,
+  ApiKeyRepository,
+  ApiKeyRole,
+  EnrollmentTokenRecord,
+  EnrollmentTokenRepository,
+} from "../policy/model.js";
+import type { SqliteDatabase } from "./database.js";
+
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  role: ApiKeyRole;
+  key_hash: Buffer;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export class SqliteApiKeyRepository implements ApiKeyRepository {
+  private readonly byHash;
+
+  constructor(private readonly db: SqliteDatabase) {
+    this.byHash = db.prepare("SELECT * FROM api_keys WHERE key_hash = ?");
+  }
+
+  insert(record: ApiKeyRecord): void {
+    this.db
+      .prepare("INSERT INTO api_keys (id, name, role, key_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(record.id, record.name, record.role, record.keyHash, record.createdAt.getTime(), record.revokedAt?.getTime() ?? null);
+  }
+
+  findByHash(keyHash: Buffer): ApiKeyRecord | undefined {
+    const row = this.byHash.get(keyHash) as ApiKeyRow | undefined;
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      name: row.name,
+      role: row.role,
+      keyHash: row.key_hash,
+      createdAt: new Date(row.created_at),
+      revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
+    };
+  }
+
+  count(): number {
+    return Number(this.db.prepare("SELECT count(*) FROM api_keys").pluck().get());
+  }
+}
+
+interface EnrollmentTokenRow {
+  id: string;
+  token_hash: Buffer;
+  spiffe_id: string;
+  dns_names: string;
+  max_ttl_seconds: number;
+  expires_at: number;
+  uses_left: number;
+  created_by: string;
+  created_at: number;
+}
+
+export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepository {
+  private readonly byHash;
+
+  constructor(private readonly db: SqliteDatabase) {
+    this.byHash = db.prepare("SELECT * FROM enrollment_tokens WHERE token_hash = ?");
+  }
+
+  insert(record: EnrollmentTokenRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO enrollment_tokens (id, token_hash, spiffe_id, dns_names, max_ttl_seconds, expires_at, uses_left, created_by, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        record.id,
+        record.tokenHash,
+        record.spiffeId,
+        JSON.stringify(record.dnsNames),
+        record.maxTtlSeconds,
+        record.expiresAt.getTime(),
+        record.usesLeft,
+        record.createdBy,
+        record.createdAt.getTime(),
+      );
+  }
+
+  findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined {
+    const row = this.byHash.get(tokenHash) as EnrollmentTokenRow | undefined;
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      tokenHash: row.token_hash,
+      spiffeId: row.spiffe_id,
+      dnsNames: JSON.parse(row.dns_names) as string[],
+      maxTtlSeconds: row.max_ttl_seconds,
+      expiresAt: new Date(row.expires_at),
+      usesLeft: row.uses_left,
+      createdBy: row.created_by,
+      createdAt: new Date(row.created_at),
+    };
+  }
+}
