@@ -1,3 +1,5 @@
+import { nameToString } from "./ceremony.js";
+import { certificateFields } from "./x509/ca-certificates.js";
 import type { AuthorityRecord } from "./model.js";
 import type { AuthorityRepository } from "./ports.js";
 import { trustBundleOf, type TrustBundle } from "./trust-bundle.js";
@@ -8,6 +10,11 @@ export class AuthorityService {
     private readonly repository: AuthorityRepository,
     readonly trustDomain: string,
   ) {}
+
+  /** Records a CA certificate (after a ceremony or a rotation step). */
+  register(authority: AuthorityRecord): void {
+    this.repository.insert(authority);
+  }
 
   list(): AuthorityRecord[] {
     return this.repository.list();
@@ -22,4 +29,20 @@ export class AuthorityService {
     const domain = trustDomain ?? this.trustDomain;
     return trustBundleOf(domain, domain === this.trustDomain ? this.repository.list() : []);
   }
+}
+
+/** Builds the record of a CA certificate: its id is the lower-case hex SKI, stable and derived from the key. */
+export function authorityRecordOf(
+  certificateDer: Buffer,
+  attributes: { kind: AuthorityRecord["kind"]; status: AuthorityRecord["status"]; keyLabel: string | null; parentId: string | null; createdAt: Date },
+): AuthorityRecord {
+  const fields = certificateFields(certificateDer);
+  return {
+    id: fields.subjectKeyIdentifier.toString("hex"),
+    subject: nameToString(fields.subjectNameDer),
+    certificateDer,
+    notBefore: fields.notBefore,
+    notAfter: fields.notAfter,
+    ...attributes,
+  };
 }

@@ -89,6 +89,16 @@ export class IssuanceService {
     return outcome as IssuedCertificate;
   }
 
+  /**
+   * Issues under a grant the caller vouches for, skipping credential checks: for the service's own TLS
+   * certificate, decided by the composition root. Never reachable from a request.
+   */
+  async issueTrusted(request: IssueRequest, grant: IssuanceGrant): Promise<IssuedCertificate> {
+    const [outcome] = await this.run([request], {}, grant);
+    if (outcome instanceof AnchorageError) throw outcome;
+    return outcome as IssuedCertificate;
+  }
+
   /** One outcome per request, in order: a bad item fails alone. */
   async issueBatch(requests: readonly IssueRequest[], context: RequestContext = {}): Promise<IssuanceOutcome[]> {
     const max = this.deps.settings.maxBatchSize;
@@ -98,13 +108,17 @@ export class IssuanceService {
     return this.run(requests, context);
   }
 
-  private async run(requests: readonly IssueRequest[], context: RequestContext): Promise<IssuanceOutcome[]> {
+  private async run(
+    requests: readonly IssueRequest[],
+    context: RequestContext,
+    trustedGrant?: IssuanceGrant,
+  ): Promise<IssuanceOutcome[]> {
     const now = this.deps.clock.now();
     const outcomes: (IssuanceOutcome | undefined)[] = new Array(requests.length);
     const planned: { index: number; plan: PlannedIssuance }[] = [];
     requests.forEach((request, index) => {
       try {
-        planned.push({ index, plan: this.plan(request, now, context) });
+        planned.push({ index, plan: this.plan(request, now, context, trustedGrant) });
       } catch (error) {
         outcomes[index] = this.refuse(error, request, context);
       }
@@ -183,13 +197,16 @@ export class IssuanceService {
     return outcomes as IssuanceOutcome[];
   }
 
-  private plan(request: IssueRequest, now: Date, context: RequestContext): PlannedIssuance {
-    const grant = this.deps.authorizer.authorize(request, now);
+  private plan(request: IssueRequest, now: Date, context: RequestContext, trustedGrant?: IssuanceGrant): PlannedIssuance {
+    const grant = trustedGrant ?? this.deps.authorizer.authorize(request, now);
     const csr = parseCsr(request.csr);
     checkIdentity(csr, grant);
     const ttlSeconds = this.lifetime(request.ttlSeconds, grant);
     const issuer = this.deps.activeIssuer();
-    const notBefore = new Date(now.getTime() - this.deps.settings.backdateSeconds * 1000);
+    // Backdated for clock skew, but never before the issuer itself is valid.
+    const notBefore = new Date(
+      Math.max(now.getTime() - this.deps.settings.backdateSeconds * 1000, issuer.notBefore.getTime()),
+    );
     // Never outlive the issuer: a leaf valid past its CA's notAfter would fail path validation late.
     const notAfter = new Date(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime()));
     const serialNumber = generateSerial();

@@ -1,0 +1,120 @@
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TLSSocket } from "node:tls";
+import { AnchorageError, UnauthenticatedError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { Services } from "../graphql/context.js";
+import type { AnchorageYoga } from "../graphql/yoga.js";
+import { ANONYMOUS, type Principal } from "../policy/principal.js";
+import { BodyTooLargeError, readBody } from "./body.js";
+
+export interface TlsMaterial {
+  readonly keyPem: string;
+  /** The server certificate followed by its chain, PEM. */
+  readonly certificateChainPem: string;
+}
+
+function sendGraphQLError(response: ServerResponse, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ errors: [{ message, extensions: { code } }] });
+  response.writeHead(status, { "content-type": "application/graphql-response+json; charset=utf-8", "content-length": Buffer.byteLength(body) });
+  response.end(body);
+}
+
+function principalOf(request: IncomingMessage, services: Services, remoteAddress: string | undefined): Principal {
+  const header = request.headers.authorization;
+  if (header === undefined) return ANONYMOUS;
+  const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
+  if (!match) throw new UnauthenticatedError("the Authorization header must be 'Bearer <API key>'");
+  return services.apiKeys.authenticate(match[1] as string, remoteAddress);
+}
+
+/**
+ * The HTTPS listener of the GraphQL API. Client certificates are requested but optional (renewals will
+ * authenticate with them); bodies are bounded before yoga sees them; API keys are resolved to a principal
+ * here, once per request.
+ */
+export function createGraphQLListener(options: {
+  readonly yoga: AnchorageYoga;
+  readonly services: Services;
+  readonly tls: TlsMaterial;
+  readonly clientCaPem: string;
+  readonly maxRequestBytes: number;
+  readonly logger: Logger;
+}): Server {
+  const { yoga, services, maxRequestBytes, logger } = options;
+
+  const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    const url = new URL(request.url ?? "/", "https://anchorage.invalid");
+    if (url.pathname !== "/graphql") {
+      response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+      return;
+    }
+    const remoteAddress = request.socket.remoteAddress;
+    let body: Buffer | undefined;
+    if (request.method === "POST") {
+      try {
+        body = await readBody(request, maxRequestBytes);
+      } catch (error) {
+        if (error instanceof BodyTooLargeError) {
+          sendGraphQLError(response, 413, "BAD_USER_INPUT", `the request body exceeds the limit of ${maxRequestBytes} bytes`);
+          return;
+        }
+        throw error;
+      }
+    }
+    let principal: Principal;
+    try {
+      principal = principalOf(request, services, remoteAddress);
+    } catch (error) {
+      if (error instanceof AnchorageError) {
+        sendGraphQLError(response, 401, error.code, error.message);
+        return;
+      }
+      throw error;
+    }
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (typeof value === "string") headers.set(name, value);
+    }
+    const answer = await yoga.fetch(
+      new Request(url.href, { method: request.method ?? "GET", headers, ...(body ? { body: new Uint8Array(body) } : {}) }),
+      { services, principal, remoteAddress },
+    );
+    const payload = Buffer.from(await answer.arrayBuffer());
+    const outgoing: Record<string, string> = {};
+    answer.headers.forEach((value, name) => {
+      outgoing[name] = value;
+    });
+    outgoing["content-length"] = String(payload.length);
+    response.writeHead(answer.status, outgoing);
+    response.end(payload);
+  };
+
+  const server = createServer(
+    {
+      key: options.tls.keyPem,
+      cert: options.tls.certificateChainPem,
+      ca: options.clientCaPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.2",
+    },
+    (request, response) => {
+      handle(request, response).catch((error: unknown) => {
+        logger.error({ err: error }, "GraphQL request failed");
+        if (!response.headersSent) sendGraphQLError(response, 500, "INTERNAL", "internal error");
+        else response.destroy();
+      });
+    },
+  );
+  server.keepAliveTimeout = 65_000;
+  return server;
+}
+
+/** The client certificate of a TLS request, if one was presented and verified against our CAs. */
+export function verifiedPeerCertificate(request: IncomingMessage): Buffer | undefined {
+  const socket = request.socket as TLSSocket;
+  if (!socket.authorized) return undefined;
+  const peer = socket.getPeerCertificate();
+  return peer && "raw" in peer ? peer.raw : undefined;
+}

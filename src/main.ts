@@ -1,0 +1,254 @@
+/**
+ * Composition root: the one place that reads configuration, creates the database, the PKCS#11 module, the
+ * issuers, the services and the listeners, wires them together and shuts them down.
+ */
+import "reflect-metadata";
+import { webcrypto } from "node:crypto";
+import { once } from "node:events";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import * as x509 from "@peculiar/x509";
+import { pino } from "pino";
+import { AuditLog } from "./audit/audit-log.js";
+import { AuthorityService } from "./ca/authority-service.js";
+import { CertificateService } from "./ca/certificate-service.js";
+import { IssuanceService, type IssuedCertificate } from "./ca/issuance-service.js";
+import { authorityUrls, Issuer } from "./ca/issuer.js";
+import { ensureAdminKey, ensureDevelopmentAuthorities, prepareDevelopmentHsm } from "./cli/development-bootstrap.js";
+import { systemClock, type Clock } from "./common/clock.js";
+import { ConfigError } from "./common/errors.js";
+import type { Logger } from "./common/logger.js";
+import { certificateToPem, encodePem } from "./common/pem.js";
+import { loadConfig, type Config } from "./config/config.js";
+import type { Services } from "./graphql/context.js";
+import { createGraphQLServer } from "./graphql/yoga.js";
+import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener.js";
+import { createPublicListener } from "./http/public-listener.js";
+import { ApiKeyService } from "./policy/api-keys.js";
+import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollment-tokens.js";
+import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
+import { SqliteAuditEventRepository } from "./store/audit-event-repository.js";
+import { SqliteAuthorityRepository } from "./store/authority-repository.js";
+import { SqliteCertificateStore } from "./store/certificate-store.js";
+import { SqliteCrlRepository } from "./store/crl-repository.js";
+import { inTransaction, openDatabase } from "./store/database.js";
+import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository } from "./store/policy-repositories.js";
+
+export interface RunningService {
+  readonly graphqlPort: number;
+  readonly httpPort: number;
+  close(): Promise<void>;
+}
+
+async function listen(server: Server, port: number, host: string): Promise<number> {
+  server.listen(port, host);
+  await once(server, "listening");
+  return (server.address() as AddressInfo).port;
+}
+
+function baseUrlOf(config: Config, httpPort: number): string {
+  if (config.publicBaseUrl) return config.publicBaseUrl;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  return `http://${host}:${httpPort}`;
+}
+
+/**
+ * The service's own HTTPS identity: a key made in memory at each start (TLS handshakes sign with it, so it
+ * stays off the HSM), certified by the active intermediate through the normal issuance path.
+ */
+async function issueServerCertificate(issuance: IssuanceService, config: Config): Promise<{ tls: TlsMaterial; issued: IssuedCertificate }> {
+  const keys = (await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"])) as CryptoKeyPair;
+  const spiffeId = `spiffe://${config.trustDomain}/anchorage/server`;
+  const dnsNames = ["localhost"];
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      keys,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }, ...dnsNames.map((value) => ({ type: "dns" as const, value }))])],
+    },
+    webcrypto as unknown as Crypto,
+  );
+  const issued = await issuance.issueTrusted(
+    { csr: csr.toString("pem"), ttlSeconds: config.issuance.maxTtlSeconds },
+    { requester: "system:anchorage", spiffeId, dnsNames, maxTtlSeconds: config.issuance.maxTtlSeconds },
+  );
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey));
+  return {
+    issued,
+    tls: {
+      keyPem: encodePem(pkcs8, "PRIVATE KEY"),
+      certificateChainPem: [issued.certificateDer, ...issued.chainDer].map(certificateToPem).join(""),
+    },
+  };
+}
+
+export async function startService(config: Config, logger: Logger, clock: Clock = systemClock): Promise<RunningService> {
+  const development = config.bootstrap === "development" ? prepareDevelopmentHsm(config, logger) : undefined;
+  const pin = development?.onlinePin ?? config.hsm.pin;
+  if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
+
+  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const auditEvents = new SqliteAuditEventRepository(db);
+  const audit = new AuditLog(auditEvents, clock, logger.child({ component: "audit" }));
+  const certificateStore = new SqliteCertificateStore(db, auditEvents);
+  const crls = new SqliteCrlRepository(db);
+  const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
+  const apiKeys = new ApiKeyService(new SqliteApiKeyRepository(db), audit, clock);
+  const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
+    trustDomain: config.trustDomain,
+    maxTtlSeconds: config.issuance.maxTtlSeconds,
+    ...DEFAULT_TOKEN_SETTINGS,
+  });
+
+  const keyStore = await Pkcs11KeyStore.open({
+    modulePath: config.hsm.modulePath,
+    tokenLabel: config.hsm.tokenLabel,
+    pin,
+    sessionPoolSize: config.hsm.sessionPoolSize,
+    logger: logger.child({ component: "pkcs11" }),
+  });
+  if (development) {
+    await ensureDevelopmentAuthorities({ config, hsm: development, keyStore, authorities, crls, clock, logger });
+    ensureAdminKey(apiKeys, config.dataDir, logger);
+  }
+
+  const readiness = async () => {
+    let database = false;
+    try {
+      inTransaction(db, () => db.prepare("SELECT count(*) FROM schema_migrations").get());
+      database = true;
+    } catch (error) {
+      logger.warn({ err: error }, "database not writable");
+    }
+    return { database, hsm: await keyStore.isHealthy() };
+  };
+  const publicListener = createPublicListener({ authorities, crls, readiness, logger: logger.child({ component: "http" }) });
+  const httpPort = await listen(publicListener, config.httpPort, config.host);
+  const baseUrl = baseUrlOf(config, httpPort);
+
+  const intermediate = authorities.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
+  if (!intermediate?.keyLabel) throw new ConfigError("no active intermediate CA: run the ceremony and import one");
+  const issuer = new Issuer(intermediate, await keyStore.openKey(intermediate.keyLabel), [intermediate.certificateDer], authorityUrls(baseUrl, intermediate.id));
+
+  const issuance = new IssuanceService({
+    authorizer: enrollmentTokens,
+    ledger: certificateStore,
+    activeIssuer: () => issuer,
+    audit,
+    clock,
+    logger: logger.child({ component: "issuance" }),
+    settings: { trustDomain: config.trustDomain, ...config.issuance },
+  });
+  const services: Services = {
+    issuance,
+    enrollmentTokens,
+    apiKeys,
+    authorities,
+    certificates: new CertificateService(certificateStore, clock),
+  };
+
+  const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits });
+  const trustAnchorsPem = authorities
+    .list()
+    .filter((authority) => authority.kind === "root" && authority.status !== "retired")
+    .map((authority) => certificateToPem(authority.certificateDer))
+    .join("");
+  const server = await issueServerCertificate(issuance, config);
+  const graphqlListener = createGraphQLListener({
+    yoga,
+    services,
+    tls: server.tls,
+    clientCaPem: trustAnchorsPem,
+    maxRequestBytes: config.limits.maxRequestBytes,
+    logger: logger.child({ component: "graphql-http" }),
+  });
+  const graphqlPort = await listen(graphqlListener, config.graphqlPort, config.host);
+
+  // Renew the service's own certificate at two thirds of its life; new handshakes pick it up, open
+  // connections keep theirs.
+  let renewal: NodeJS.Timeout;
+  const scheduleRenewal = (issued: IssuedCertificate): void => {
+    const lifetime = issued.notAfter.getTime() - clock.now().getTime();
+    renewal = setTimeout(() => {
+      issueServerCertificate(issuance, config)
+        .then((next) => {
+          graphqlListener.setSecureContext({ key: next.tls.keyPem, cert: next.tls.certificateChainPem, ca: trustAnchorsPem });
+          logger.info({ serial: next.issued.serial, notAfter: next.issued.notAfter }, "service certificate renewed");
+          scheduleRenewal(next.issued);
+        })
+        .catch((error: unknown) => {
+          logger.error({ err: error }, "service certificate renewal failed; retrying in a minute");
+          renewal = setTimeout(() => scheduleRenewal(issued), 60_000);
+        });
+    }, Math.max(60_000, Math.floor((lifetime * 2) / 3)));
+    renewal.unref();
+  };
+  scheduleRenewal(server.issued);
+
+  logger.info({ graphqlPort, httpPort, host: config.host, publicBaseUrl: baseUrl, issuerId: issuer.id }, "listening");
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      clearTimeout(renewal);
+      const stopped = Promise.all([
+        new Promise((resolve) => graphqlListener.close(resolve)),
+        new Promise((resolve) => publicListener.close(resolve)),
+      ]);
+      graphqlListener.closeIdleConnections();
+      publicListener.closeIdleConnections();
+      await stopped;
+      await keyStore.close();
+      db.close();
+      logger.info({}, "stopped");
+    })();
+    return closing;
+  };
+  return { graphqlPort, httpPort, close };
+}
+
+function createLogger(level: Config["logLevel"]): Logger {
+  return pino({
+    level,
+    base: { service: "anchorage", pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    // Belt and braces: these never should reach a log line, and if one does it is blanked.
+    redact: { paths: ["pin", "*.pin", "authorization", "*.authorization", "*.headers.authorization"], censor: "[redacted]" },
+  });
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exit(2);
+  }
+  const logger = createLogger(config.logLevel);
+  let service: RunningService;
+  try {
+    service = await startService(config, logger);
+  } catch (error) {
+    logger.error({ err: error }, "start-up failed");
+    process.exit(1);
+  }
+  const stop = (signal: string) => {
+    logger.info({ signal }, "shutting down");
+    service.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void main();
+}
