@@ -35,7 +35,6 @@ const output = await codegen({
       EnrollmentToken: "../../policy/enrollment-tokens.js#CreatedEnrollmentToken",
       CreatedApiKey: "../../policy/api-keys.js#CreatedApiKey as CreatedApiKeyModel",
       TrustBundle: "../../ca/trust-bundle.js#TrustBundle as TrustBundleModel",
-      IssueCertificateResult: "../../ca/issuance-service.js#IssuanceOutcome",
     },
     enumsAsTypes: true,
     avoidOptionals: { field: true, inputValue: false, object: false, defaultValue: false },

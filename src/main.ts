@@ -187,7 +187,10 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   };
   scheduleRenewal(server.issued);
 
-  logger.info({ graphqlPort, httpPort, host: config.host, publicBaseUrl: baseUrl, issuerId: issuer.id }, "listening");
+  // The start-up contract: scripts wait for this line, so it is written whatever the log level.
+  process.stdout.write(
+    `${JSON.stringify({ level: 30, time: clock.now().toISOString(), service: "anchorage", pid: process.pid, graphqlPort, httpPort, host: config.host, publicBaseUrl: baseUrl, issuerId: issuer.id, msg: "listening" })}\n`,
+  );
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {

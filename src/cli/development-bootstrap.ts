@@ -65,10 +65,14 @@ export function prepareDevelopmentHsm(config: Config, logger: Logger): Developme
   process.env.SOFTHSM2_CONF = softhsmConf;
   const initToken = join(PROJECT_ROOT, "hsm", "init-token.sh");
   const onlinePin = secretFile(join(secrets, "online-token.pin"));
-  const rootPinFile = join(secrets, "root-token.pin");
-  const rootPin = secretFile(rootPinFile);
   run("bash", [initToken, softhsmConf, config.hsm.tokenLabel, onlinePin, secretFile(join(secrets, "online-token.so-pin"))], "initialising the online token");
-  run("bash", [initToken, softhsmConf, ROOT_TOKEN_LABEL, rootPin, secretFile(join(secrets, "root-token.so-pin"))], "initialising the root token");
+  // The root token is made once, before the first ceremony. Afterwards the service never touches its PIN
+  // (an operator may well have moved the file offline), so the running service holds no root secret.
+  const rootPinFile = join(secrets, "root-token.pin");
+  if (!existsSync(join(dataDir, "root.pem"))) {
+    const rootPin = secretFile(rootPinFile);
+    run("bash", [initToken, softhsmConf, ROOT_TOKEN_LABEL, rootPin, secretFile(join(secrets, "root-token.so-pin"))], "initialising the root token");
+  }
   logger.info({ dataDir, softhsmConf }, "development HSM ready");
   return { onlinePin, rootPinFile, softhsmConf };
 }
@@ -98,7 +102,9 @@ export async function ensureDevelopmentAuthorities(deps: {
 }): Promise<void> {
   const { config, hsm, keyStore, authorities, crls, clock, logger } = deps;
   if (authorities.list().length > 0) return;
-  if (config.hsm.modulePath === "") throw new ConfigError("no PKCS#11 module configured");
+  if (!existsSync(hsm.rootPinFile)) {
+    throw new ConfigError(`no authorities are registered and the root token PIN (${hsm.rootPinFile}) is gone: start from an empty data folder`);
+  }
   const ceremonyDir = join(config.dataDir, "ceremony");
   mkdirSync(ceremonyDir, { recursive: true, mode: 0o700 });
   const rootPem = join(config.dataDir, "root.pem");

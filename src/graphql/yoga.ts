@@ -42,7 +42,8 @@ export function createGraphQLServer(options: { logger: Logger; limits: GraphQLLi
     maskedErrors: { maskError: createErrorMasker(logger) },
     plugins: [
       maxTokensPlugin({ n: limits.maxTokens }),
-      maxDepthPlugin({ n: limits.maxQueryDepth, flattenFragments: true }),
+      // Introspection counts too: it is the deepest thing this schema can be asked for.
+      maxDepthPlugin({ n: limits.maxQueryDepth, flattenFragments: true, ignoreIntrospection: false }),
       maxAliasesPlugin({ n: limits.maxAliases }),
       maxDirectivesPlugin({ n: 20 }),
     ],

@@ -2,7 +2,7 @@
 /* eslint-disable */
 import type { GraphQLResolveInfo } from 'graphql';
 import type { AuthorityRecord, CertificateRecord } from '../../ca/model.js';
-import type { IssuedCertificate as IssuedCertificateModel, IssuanceOutcome } from '../../ca/issuance-service.js';
+import type { IssuedCertificate as IssuedCertificateModel } from '../../ca/issuance-service.js';
 import type { CreatedEnrollmentToken } from '../../policy/enrollment-tokens.js';
 import type { CreatedApiKey as CreatedApiKeyModel } from '../../policy/api-keys.js';
 import type { TrustBundle as TrustBundleModel } from '../../ca/trust-bundle.js';
@@ -343,7 +343,7 @@ export type ResolversTypes = {
   EnrollmentToken: ResolverTypeWrapper<CreatedEnrollmentToken>;
   IssueCertificateInput: IssueCertificateInput;
   IssuedCertificate: ResolverTypeWrapper<IssuedCertificateModel>;
-  IssueCertificateResult: ResolverTypeWrapper<IssuanceOutcome>;
+  IssueCertificateResult: ResolverTypeWrapper<Omit<IssueCertificateResult, 'certificate'> & { certificate?: Maybe<ResolversTypes['IssuedCertificate']> }>;
   IssueError: ResolverTypeWrapper<IssueError>;
   CertificateStatus: CertificateStatus;
   Certificate: ResolverTypeWrapper<CertificateRecord>;
@@ -369,7 +369,7 @@ export type ResolversParentTypes = {
   EnrollmentToken: CreatedEnrollmentToken;
   IssueCertificateInput: IssueCertificateInput;
   IssuedCertificate: IssuedCertificateModel;
-  IssueCertificateResult: IssuanceOutcome;
+  IssueCertificateResult: Omit<IssueCertificateResult, 'certificate'> & { certificate?: Maybe<ResolversParentTypes['IssuedCertificate']> };
   IssueError: IssueError;
   Certificate: CertificateRecord;
   CertificateFilter: CertificateFilter;

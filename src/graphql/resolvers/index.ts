@@ -10,7 +10,6 @@ import { trustBundle } from "./Query/trustBundle.js";
 import { Authority } from "./types/Authority.js";
 import { Certificate } from "./types/Certificate.js";
 import { EnrollmentToken } from "./types/EnrollmentToken.js";
-import { IssueCertificateResult } from "./types/IssueCertificateResult.js";
 import { IssuedCertificate } from "./types/IssuedCertificate.js";
 import { TrustBundle } from "./types/TrustBundle.js";
 
@@ -20,7 +19,6 @@ export const resolvers: Resolvers = {
   Authority,
   Certificate,
   EnrollmentToken,
-  IssueCertificateResult,
   IssuedCertificate,
   TrustBundle,
 };

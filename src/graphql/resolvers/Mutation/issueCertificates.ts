@@ -1,4 +1,14 @@
+import { AnchorageError } from "../../../common/errors.js";
+import { errorPayload } from "../../errors.js";
 import type { MutationResolvers } from "../../generated/resolvers-types.js";
 
-export const issueCertificates: NonNullable<MutationResolvers["issueCertificates"]> = (_parent, { inputs }, context) =>
-  context.services.issuance.issueBatch(inputs, context.remoteAddress ? { remoteAddress: context.remoteAddress } : {});
+/** Each outcome becomes a payload: an error object here is data, not a GraphQL error that would null the list. */
+export const issueCertificates: NonNullable<MutationResolvers["issueCertificates"]> = async (_parent, { inputs }, context) => {
+  const outcomes = await context.services.issuance.issueBatch(
+    inputs,
+    context.remoteAddress ? { remoteAddress: context.remoteAddress } : {},
+  );
+  return outcomes.map((outcome) =>
+    outcome instanceof AnchorageError ? { certificate: null, error: errorPayload(outcome) } : { certificate: outcome, error: null },
+  );
+};
