@@ -19,7 +19,9 @@ export interface ServiceProcess {
 
 export async function startServiceProcess(env: Record<string, string> = {}): Promise<ServiceProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), "anchorage-bench-"));
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  // ANCHORAGE_BENCH_NODE_ARGS passes flags to the service's node only (e.g. --cpu-prof for profiling).
+  const nodeArgs = (process.env.ANCHORAGE_BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
     env: { ...process.env, ANCHORAGE_DATA_DIR: dataDir, ANCHORAGE_GRAPHQL_PORT: "0", ANCHORAGE_HTTP_PORT: "0", ANCHORAGE_LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],

@@ -9,9 +9,7 @@
  */
 import { type KeyObject, createPublicKey, verify } from "node:crypto";
 
-import { CertificationRequest } from "@peculiar/asn1-csr";
 import {
-  ECParameters,
   id_ecPublicKey,
   id_ecdsaWithSHA1,
   id_ecdsaWithSHA224,
@@ -33,8 +31,7 @@ import {
   id_sha384WithRSAEncryption,
   id_sha512WithRSAEncryption,
 } from "@peculiar/asn1-rsa";
-import { AsnConvert, AsnParser } from "@peculiar/asn1-schema";
-import { Extensions, type GeneralName, SubjectAlternativeName, id_ce_subjectAltName } from "@peculiar/asn1-x509";
+import { id_ce_subjectAltName } from "@peculiar/asn1-x509";
 
 import { BadCsrError } from "../common/errors.js";
 import { decodePem, decodePemBlocks } from "../common/pem.js";
@@ -142,15 +139,6 @@ const REFUSED_SIGNATURE_ALGORITHMS = new Map<string, string>([
   ["2.16.840.1.101.3.4.3.2", "dsa-with-SHA256"],
 ]);
 
-const GENERAL_NAME_TYPES: ReadonlyArray<readonly [keyof GeneralName, string]> = [
-  ["otherName", "an otherName SAN"],
-  ["rfc822Name", "an email address SAN (rfc822Name)"],
-  ["x400Address", "an x400Address SAN"],
-  ["directoryName", "a directoryName SAN"],
-  ["ediPartyName", "an ediPartyName SAN"],
-  ["iPAddress", "an IP address SAN (iPAddress)"],
-  ["registeredID", "a registeredID SAN"],
-];
 
 /** A DER element's position in a buffer: [start, end) in all, content from `contentStart`. */
 interface Tlv {
@@ -160,15 +148,29 @@ interface Tlv {
   readonly end: number;
 }
 
-/** A fault in the DER layout found by readTlv; always turned into a BadCsrError before it leaves this module. */
+/** A fault in the DER layout; always turned into a BadCsrError before it leaves this module. */
 class DerLayoutError extends Error {
   override name = "DerLayoutError";
 }
 
+/** Well-formed, but BER rather than DER: a second encoding of the same request. */
+class NotDerError extends DerLayoutError {
+  override name = "NotDerError";
+}
+
+const TAG_BOOLEAN = 0x01;
+const TAG_INTEGER = 0x02;
+const TAG_BIT_STRING = 0x03;
+const TAG_OCTET_STRING = 0x04;
+const TAG_NULL = 0x05;
+const TAG_OID = 0x06;
+const TAG_SEQUENCE = 0x30;
+const TAG_SET = 0x31;
+const TAG_ATTRIBUTES = 0xa0;
+
 /**
- * Reads one DER tag-length header at `offset`. Only what a CSR's outer layers use is supported (low tag numbers,
- * definite lengths up to 4 bytes); BER's indefinite and non-minimal lengths are refused here already so that the
- * message can say so precisely.
+ * Reads one DER tag-length header at `offset`. Only what a CSR uses is supported (low tag numbers, definite
+ * lengths up to 4 bytes); BER's indefinite and non-minimal lengths are refused with a precise message.
  */
 function readTlv(der: Buffer, offset: number, limit: number): Tlv {
   if (offset + 2 > limit) throw new DerLayoutError("it is truncated");
@@ -193,25 +195,107 @@ function readTlv(der: Buffer, offset: number, limit: number): Tlv {
   return { tag, start: offset, contentStart, end };
 }
 
-/** Whether `der` is exactly what asn1-schema produces for `value`, i.e. the input was canonical DER. */
-function isCanonicalDer(value: object, der: Uint8Array): boolean {
-  const reencoded = new Uint8Array(AsnConvert.serialize(value));
-  return Buffer.from(reencoded.buffer, reencoded.byteOffset, reencoded.byteLength).equals(der);
+/** Reads the element at `offset` and insists on its tag. */
+function expectTlv(der: Buffer, offset: number, limit: number, tag: number, what: string): Tlv {
+  const element = readTlv(der, offset, limit);
+  if (element.tag !== tag) throw new DerLayoutError(`${what} has the wrong type`);
+  return element;
 }
 
-/** Parses a nested DER structure of the CSR (an attribute or extension value) strictly, naming it on failure. */
-function parseNested<T extends object>(bytes: ArrayBuffer, schema: new () => T, what: string): T {
-  let value: T;
-  let canonical: boolean;
-  try {
-    value = AsnParser.parse(bytes, schema);
-    canonical = isCanonicalDer(value, new Uint8Array(bytes));
-  } catch (cause) {
-    throw new BadCsrError(`the CSR's ${what} cannot be parsed`, { cause });
+/** The elements directly inside a constructed element, each checked for DER framing. */
+function children(der: Buffer, parent: Tlv): Tlv[] {
+  const elements: Tlv[] = [];
+  for (let at = parent.contentStart; at < parent.end; ) {
+    const element = readTlv(der, at, parent.end);
+    elements.push(element);
+    at = element.end;
   }
-  if (!canonical) throw new BadCsrError(`the CSR's ${what} is not DER-encoded`);
-  return value;
+  return elements;
 }
+
+/** Dotted form of an OID element, refusing non-minimal sub-identifiers (BER). */
+function readOid(der: Buffer, element: Tlv, what: string): string {
+  if (element.tag !== TAG_OID || element.end === element.contentStart) throw new DerLayoutError(`${what} is not an OID`);
+  const arcs: number[] = [];
+  let value = 0;
+  let fresh = true;
+  for (let at = element.contentStart; at < element.end; at++) {
+    const byte = der[at] as number;
+    if (fresh && byte === 0x80) throw new DerLayoutError(`${what} is not minimally encoded`);
+    value = value * 128 + (byte & 0x7f);
+    fresh = (byte & 0x80) === 0;
+    if (fresh) {
+      if (arcs.length === 0) arcs.push(value < 80 ? Math.floor(value / 40) : 2, value < 80 ? value % 40 : value - 80);
+      else arcs.push(value);
+      value = 0;
+    }
+    if (value > Number.MAX_SAFE_INTEGER / 128) throw new DerLayoutError(`${what} has an oversized arc`);
+  }
+  if (!fresh) throw new DerLayoutError(`${what} is truncated`);
+  return arcs.join(".");
+}
+
+/** Content of a BIT STRING that must hold whole octets (unused-bits octet 0). */
+function bitStringOctets(der: Buffer, element: Tlv, what: string): Buffer {
+  if (element.tag !== TAG_BIT_STRING || element.end === element.contentStart || der[element.contentStart] !== 0) {
+    throw new DerLayoutError(`${what} is not a whole-octet BIT STRING`);
+  }
+  return der.subarray(element.contentStart + 1, element.end);
+}
+
+/** Content of a non-negative DER INTEGER, leading sign octet removed; refuses non-minimal encodings. */
+function unsignedInteger(der: Buffer, element: Tlv, what: string): Buffer {
+  const content = der.subarray(element.contentStart, element.end);
+  if (element.tag !== TAG_INTEGER || content.length === 0) throw new DerLayoutError(`${what} is not an INTEGER`);
+  if ((content[0] as number) & 0x80) throw new DerLayoutError(`${what} is negative`);
+  if (content.length > 1 && content[0] === 0 && ((content[1] as number) & 0x80) === 0) {
+    throw new DerLayoutError(`${what} is not minimally encoded`);
+  }
+  return content[0] === 0 && content.length > 1 ? content.subarray(1) : content;
+}
+
+/** Refuses an INTEGER with a redundant leading octet as BER. */
+function unsignedIntegerOrNotDer(der: Buffer, element: Tlv): void {
+  const length = element.end - element.contentStart;
+  const first = der[element.contentStart] as number;
+  const second = der[element.contentStart + 1] as number;
+  if (length > 1 && ((first === 0 && (second & 0x80) === 0) || (first === 0xff && (second & 0x80) !== 0))) {
+    throw new NotDerError("an INTEGER is not minimally encoded");
+  }
+}
+
+/** DER wants SET OF elements sorted by their encodings (X.690 §11.6). */
+function assertSortedSet(der: Buffer, elements: readonly Tlv[], what: string): void {
+  for (let i = 1; i < elements.length; i++) {
+    const previous = elements[i - 1] as Tlv;
+    const current = elements[i] as Tlv;
+    if (Buffer.compare(der.subarray(previous.start, previous.end), der.subarray(current.start, current.end)) > 0) {
+      throw new DerLayoutError(`${what} is not sorted as DER requires`);
+    }
+  }
+}
+
+/**
+ * An IA5String's text. Non-ASCII octets are decoded as UTF-8 rather than refused here, so that the identity
+ * rules, which refuse them, can say which name is wrong and why.
+ */
+function ia5(der: Buffer, element: Tlv): string {
+  return der.toString("utf8", element.contentStart, element.end);
+}
+
+/** Turns a layout fault found inside a nested structure into the refusal that names that structure. */
+function inside<T>(what: string, read: () => T): T {
+  try {
+    return read();
+  } catch (cause) {
+    if (cause instanceof DerLayoutError) {
+      throw new BadCsrError(`the CSR's ${what} is not DER-encoded: ${cause.message}`, { cause });
+    }
+    throw cause;
+  }
+}
+
+const base64url = (bytes: Buffer): string => bytes.toString("base64url");
 
 /** The PEM text's single CSR block as DER, with a message for each way a client gets the framing wrong. */
 function decodeCsrPem(pem: string): Buffer {
@@ -240,65 +324,66 @@ function decodeCsrPem(pem: string): Buffer {
   }
 }
 
-/** Checks the key and builds the KeyObject; refusals name the key and what to use instead. */
-function checkPublicKey(
-  csr: CertificationRequest,
-  spkiDer: Buffer,
-): { keyType: "ec" | "rsa"; keyDescription: string; publicKey: KeyObject } {
-  const spki = csr.certificationRequestInfo.subjectPKInfo;
-  const algorithm = spki.algorithm.algorithm;
+/**
+ * Checks the SubjectPublicKeyInfo and imports the key. The key is imported from its raw parts (JWK) rather
+ * than from the DER: OpenSSL 3's DER decoder costs about twice as much, and this is on every issuance.
+ */
+function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDescription: string; publicKey: KeyObject } {
+  const [algorithm, subjectPublicKey, ...rest] = inside("public key", () => children(der, spki));
+  if (!algorithm || !subjectPublicKey || rest.length > 0 || algorithm.tag !== TAG_SEQUENCE) {
+    throw new BadCsrError("the CSR's public key is not a valid SubjectPublicKeyInfo");
+  }
+  const [algorithmOid, parameters, ...extra] = inside("public key algorithm", () => children(der, algorithm));
+  if (!algorithmOid || extra.length > 0) throw new BadCsrError("the CSR's public key algorithm is malformed");
+  const algorithmId = inside("public key algorithm", () => readOid(der, algorithmOid, "the key algorithm"));
 
-  if (algorithm === id_ecPublicKey) {
-    if (!(spki.algorithm.parameters instanceof ArrayBuffer)) {
-      throw new BadCsrError(`unsupported key: EC key without curve parameters, ${USE_SUPPORTED_KEY}`);
-    }
-    // The two accepted curves are recognised by their exact encoding (cheaper than parsing, and DER-exact);
-    // only a refusal pays for a parse, to name the curve.
-    const parametersDer = new Uint8Array(spki.algorithm.parameters);
+  if (algorithmId === id_ecPublicKey) {
+    if (!parameters) throw new BadCsrError(`unsupported key: EC key without curve parameters, ${USE_SUPPORTED_KEY}`);
+    // The two accepted curves are recognised by their exact encoding; only a refusal pays for naming the curve.
+    const parametersDer = der.subarray(parameters.start, parameters.end);
     const curve = ACCEPTED_CURVES.find((candidate) => candidate.parametersDer.equals(parametersDer));
     if (curve === undefined) {
-      const parameters = parseNested(spki.algorithm.parameters, ECParameters, "EC key parameters");
-      if (parameters.namedCurve === undefined) {
+      if (parameters.tag !== TAG_OID) {
         throw new BadCsrError(`unsupported key: EC key with explicit curve parameters, ${USE_SUPPORTED_KEY}`);
       }
-      const name = REFUSED_CURVE_NAMES.get(parameters.namedCurve) ?? `EC curve ${parameters.namedCurve}`;
-      throw new BadCsrError(`unsupported key: ${name}, ${USE_SUPPORTED_KEY}`);
+      const oid = inside("EC key parameters", () => readOid(der, parameters, "the curve"));
+      throw new BadCsrError(`unsupported key: ${REFUSED_CURVE_NAMES.get(oid) ?? `EC curve ${oid}`}, ${USE_SUPPORTED_KEY}`);
     }
+    const point = inside("public key", () => bitStringOctets(der, subjectPublicKey, "the public key"));
     // Compressed points are legal in RFC 5480 but many TLS stacks (Go's among them) cannot parse them,
     // and the key goes into the certificate byte for byte.
-    const point = new Uint8Array(spki.subjectPublicKey);
     if (point[0] !== 0x04 || point.length !== curve.pointLength) {
       throw new BadCsrError(`the CSR's ${curve.name} public key must be an uncompressed point (starting 0x04)`);
     }
+    const half = (curve.pointLength - 1) / 2;
     let publicKey: KeyObject;
     try {
-      publicKey = createPublicKey({ key: spkiDer, format: "der", type: "spki" });
+      // Importing checks that the point is on the curve.
+      publicKey = createPublicKey({
+        key: { kty: "EC", crv: curve.name, x: base64url(point.subarray(1, 1 + half)), y: base64url(point.subarray(1 + half)) },
+        format: "jwk",
+      });
     } catch (cause) {
       throw new BadCsrError(`the CSR's public key is not a valid point on ${curve.name}`, { cause });
-    }
-    if (publicKey.asymmetricKeyType !== "ec" || publicKey.asymmetricKeyDetails?.namedCurve !== curve.nodeName) {
-      throw new BadCsrError(`the CSR's public key is not a valid ${curve.name} key`);
     }
     return { keyType: "ec", keyDescription: curve.name, publicKey };
   }
 
-  if (algorithm === id_rsaEncryption) {
-    // RFC 3279 §2.3.1: the parameters field MUST be NULL (asn1-schema reads NULL as `null`).
-    if (spki.algorithm.parameters !== null) {
+  if (algorithmId === id_rsaEncryption) {
+    // RFC 3279 §2.3.1: the parameters field MUST be NULL.
+    if (!parameters || parameters.tag !== TAG_NULL || parameters.end !== parameters.contentStart) {
       throw new BadCsrError("the CSR's RSA key has malformed algorithm parameters (NULL is required)");
     }
-    let publicKey: KeyObject;
-    try {
-      publicKey = createPublicKey({ key: spkiDer, format: "der", type: "spki" });
-    } catch (cause) {
-      throw new BadCsrError("the CSR's RSA public key is malformed", { cause });
-    }
-    const details = publicKey.asymmetricKeyDetails;
-    const bits = details?.modulusLength;
-    const exponent = details?.publicExponent;
-    if (publicKey.asymmetricKeyType !== "rsa" || bits === undefined || exponent === undefined) {
-      throw new BadCsrError("the CSR's RSA public key is malformed");
-    }
+    const { modulus, exponent } = inside("RSA public key", () => {
+      const octets = bitStringOctets(der, subjectPublicKey, "the public key");
+      const offset = octets.byteOffset - der.byteOffset;
+      const key = expectTlv(der, offset, offset + octets.length, TAG_SEQUENCE, "the RSA public key");
+      if (key.end !== offset + octets.length) throw new DerLayoutError("the RSA public key has trailing bytes");
+      const [n, e, ...more] = children(der, key);
+      if (!n || !e || more.length > 0) throw new DerLayoutError("the RSA public key is not (modulus, exponent)");
+      return { modulus: unsignedInteger(der, n, "the modulus"), exponent: unsignedInteger(der, e, "the exponent") };
+    });
+    const bits = modulus.length * 8 - Math.clz32(modulus[0] as number) + 24;
     const description = `RSA-${bits}`;
     if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS) {
       throw new BadCsrError(`unsupported key: ${description}, ${USE_SUPPORTED_KEY}`);
@@ -306,21 +391,30 @@ function checkPublicKey(
     if (bits % 8 !== 0) {
       throw new BadCsrError(`unsupported key: ${description} (modulus size must be a multiple of 8), ${USE_SUPPORTED_KEY}`);
     }
-    if (exponent !== RSA_EXPONENT) {
+    const exponentValue = BigInt(`0x${exponent.toString("hex") || "0"}`);
+    if (exponentValue !== RSA_EXPONENT) {
       throw new BadCsrError(
-        `unsupported key: ${description} with public exponent ${exponent} (only 65537 is accepted), ${USE_SUPPORTED_KEY}`,
+        `unsupported key: ${description} with public exponent ${exponentValue} (only 65537 is accepted), ${USE_SUPPORTED_KEY}`,
       );
+    }
+    let publicKey: KeyObject;
+    try {
+      publicKey = createPublicKey({ key: { kty: "RSA", n: base64url(modulus), e: base64url(exponent) }, format: "jwk" });
+    } catch (cause) {
+      throw new BadCsrError("the CSR's RSA public key is malformed", { cause });
     }
     return { keyType: "rsa", keyDescription: description, publicKey };
   }
 
-  const name = REFUSED_KEY_ALGORITHMS.get(algorithm) ?? `key algorithm ${algorithm}`;
+  const name = REFUSED_KEY_ALGORITHMS.get(algorithmId) ?? `key algorithm ${algorithmId}`;
   throw new BadCsrError(`unsupported key: ${name}, ${USE_SUPPORTED_KEY}`);
 }
 
 /** The signature algorithm, if it is one we accept and it fits the key. */
-function checkSignatureAlgorithm(csr: CertificationRequest, keyType: "ec" | "rsa"): SignatureAlgorithm {
-  const { algorithm, parameters } = csr.signatureAlgorithm;
+function checkSignatureAlgorithm(der: Buffer, element: Tlv, keyType: "ec" | "rsa"): SignatureAlgorithm {
+  const [oidElement, parameters, ...extra] = inside("signature algorithm", () => children(der, element));
+  if (!oidElement || extra.length > 0) throw new BadCsrError("the CSR's signature algorithm is malformed");
+  const algorithm = inside("signature algorithm", () => readOid(der, oidElement, "the signature algorithm"));
   const accepted = ACCEPTED_SIGNATURE_ALGORITHMS.get(algorithm);
   if (accepted === undefined) {
     const name = REFUSED_SIGNATURE_ALGORITHMS.get(algorithm) ?? algorithm;
@@ -331,7 +425,8 @@ function checkSignatureAlgorithm(csr: CertificationRequest, keyType: "ec" | "rsa
   }
   // RFC 5758 §3.2: ECDSA parameters MUST be absent. RFC 4055 §5 wants NULL for RSA, but absent is common enough
   // in the wild (and harmless) that refusing it would only break clients.
-  const parametersOk = accepted.keyType === "ec" ? parameters === undefined : parameters === null || parameters === undefined;
+  const isNull = parameters !== undefined && parameters.tag === TAG_NULL && parameters.end === parameters.contentStart;
+  const parametersOk = accepted.keyType === "ec" ? parameters === undefined : parameters === undefined || isNull;
   if (!parametersOk) {
     throw new BadCsrError(`the CSR's signature algorithm ${accepted.name} has malformed parameters`);
   }
@@ -341,34 +436,81 @@ function checkSignatureAlgorithm(csr: CertificationRequest, keyType: "ec" | "rsa
   return accepted;
 }
 
-/** The subjectAltName the CSR requests, from its extensionRequest attribute; `undefined` when there is none. */
-function requestedSubjectAltName(csr: CertificationRequest): SubjectAlternativeName | undefined {
-  const attributes = csr.certificationRequestInfo.attributes ?? [];
-  const requests = attributes.filter((attribute) => attribute.type === ID_EXTENSION_REQUEST);
+/** The subjectAltName extension's value (a GeneralNames SEQUENCE), from the extensionRequest attribute. */
+function requestedSubjectAltName(der: Buffer, attributes: Tlv): Tlv | undefined {
+  const requests = inside("attributes", () => {
+    const all = children(der, attributes);
+    assertSortedSet(der, all, "the attribute set");
+    return all.filter((attribute) => {
+      if (attribute.tag !== TAG_SEQUENCE) throw new DerLayoutError("an attribute is not a SEQUENCE");
+      const type = readTlv(der, attribute.contentStart, attribute.end);
+      return readOid(der, type, "an attribute type") === ID_EXTENSION_REQUEST;
+    });
+  });
   if (requests.length === 0) return undefined;
   if (requests.length > 1) throw new BadCsrError("the CSR has more than one extensionRequest attribute");
-  const values = (requests[0] as { values: ArrayBuffer[] }).values;
+  const request = requests[0] as Tlv;
+  const extensions = inside("extensionRequest attribute", () => {
+    const [, values, ...extra] = children(der, request);
+    if (!values || values.tag !== TAG_SET || extra.length > 0) throw new DerLayoutError("the attribute has no value set");
+    return values;
+  });
+  const values = inside("extensionRequest attribute", () => children(der, extensions));
   if (values.length !== 1) throw new BadCsrError("the CSR's extensionRequest attribute must hold exactly one value");
-  const extensions = parseNested(values[0] as ArrayBuffer, Extensions, "extensionRequest attribute");
-
-  const sans = extensions.filter((extension) => extension.extnID === id_ce_subjectAltName);
+  const sans = inside("extensionRequest attribute", () => {
+    const list = values[0] as Tlv;
+    if (list.tag !== TAG_SEQUENCE) throw new DerLayoutError("the extensions are not a SEQUENCE");
+    const found: Tlv[] = [];
+    for (const extension of children(der, list)) {
+      if (extension.tag !== TAG_SEQUENCE) throw new DerLayoutError("an extension is not a SEQUENCE");
+      const parts = children(der, extension);
+      const [id, second, third, ...more] = parts;
+      if (!id || !second || more.length > 0) throw new DerLayoutError("an extension is malformed");
+      const value = third ?? second;
+      if (third) {
+        // DER: a BOOLEAN is one octet, TRUE is 0xFF, and FALSE (the default) is left out.
+        if (second.tag !== TAG_BOOLEAN || second.end - second.contentStart !== 1 || der[second.contentStart] !== 0xff) {
+          throw new DerLayoutError("an extension's critical flag is not DER");
+        }
+      }
+      if (value.tag !== TAG_OCTET_STRING) throw new DerLayoutError("an extension value is not an OCTET STRING");
+      if (readOid(der, id, "an extension id") === id_ce_subjectAltName) found.push(value);
+    }
+    return found;
+  });
   if (sans.length === 0) return undefined;
   if (sans.length > 1) throw new BadCsrError("the CSR requests more than one subjectAltName extension");
-  return parseNested((sans[0] as (typeof sans)[number]).extnValue.buffer, SubjectAlternativeName, "subjectAltName extension");
+  return inside("subjectAltName extension", () => {
+    const wrapper = sans[0] as Tlv;
+    const names = expectTlv(der, wrapper.contentStart, wrapper.end, TAG_SEQUENCE, "the subjectAltName");
+    if (names.end !== wrapper.end) throw new DerLayoutError("the subjectAltName has trailing bytes");
+    return names;
+  });
 }
 
+/** GeneralName tags (RFC 5280 §4.2.1.6) other than URI and DNS name, with how a refusal names them. */
+const REFUSED_GENERAL_NAMES = new Map<number, string>([
+  [0xa0, "an otherName SAN"],
+  [0x81, "an email address SAN (rfc822Name)"],
+  [0xa3, "an x400Address SAN"],
+  [0xa4, "a directoryName SAN"],
+  [0xa5, "an ediPartyName SAN"],
+  [0x87, "an IP address SAN (iPAddress)"],
+  [0x88, "a registeredID SAN"],
+]);
+
 /** The SPIFFE ID and DNS names the CSR asks for, each checked against the identity rules. */
-function checkNames(csr: CertificationRequest): { spiffeId: string; dnsNames: string[] } {
-  const san = requestedSubjectAltName(csr);
+function checkNames(der: Buffer, attributes: Tlv): { spiffeId: string; dnsNames: string[] } {
+  const san = requestedSubjectAltName(der, attributes);
   const uris: string[] = [];
   const rawDnsNames: string[] = [];
-  for (const name of san ?? []) {
-    if (name.uniformResourceIdentifier !== undefined) {
-      uris.push(name.uniformResourceIdentifier);
-    } else if (name.dNSName !== undefined) {
-      rawDnsNames.push(name.dNSName);
+  for (const name of san ? inside("subjectAltName extension", () => children(der, san)) : []) {
+    if (name.tag === 0x86) {
+      uris.push(ia5(der, name));
+    } else if (name.tag === 0x82) {
+      rawDnsNames.push(ia5(der, name));
     } else {
-      const type = GENERAL_NAME_TYPES.find(([field]) => name[field] !== undefined)?.[1] ?? "a SAN of an unknown type";
+      const type = REFUSED_GENERAL_NAMES.get(name.tag) ?? "a SAN of an unknown type";
       throw new BadCsrError(`the CSR asks for ${type}: only one spiffe:// URI SAN and DNS SANs are issued`);
     }
   }
@@ -453,58 +595,54 @@ export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
     throw new BadCsrError(`the CSR has ${der.length - outer.end} trailing byte(s) after the certificate request`);
   }
 
-  // Step 4: one structural parse.
-  let csr: CertificationRequest;
+  // Step 4: walk the structure by hand. Every element is checked for DER framing on the way, so nothing is
+  // re-encoded: we verify and certify exactly the bytes that were signed, and two encodings of one request
+  // cannot both pass.
+  let cri: Tlv;
+  let spki: Tlv;
+  let attributes: Tlv;
+  let signatureAlgorithmElement: Tlv;
+  let signatureElement: Tlv;
   try {
-    csr = AsnParser.parse(der, CertificationRequest);
-  } catch (cause) {
-    throw new BadCsrError("the CSR cannot be parsed as a PKCS#10 certificate request", { cause });
-  }
-
-  // Step 5: slice CertificationRequestInfo and SubjectPublicKeyInfo out of the input: slicing (not re-encoding)
-  // means we verify and certify exactly the bytes that were signed. The walk is bounds-checked, so it is safe on
-  // input that later turns out not to be DER.
-  let criBytes: Buffer;
-  let spkiBytes: Buffer;
-  try {
-    const cri = readTlv(der, outer.contentStart, outer.end);
-    const version = readTlv(der, cri.contentStart, cri.end);
-    const subject = readTlv(der, version.end, cri.end);
-    const spki = readTlv(der, subject.end, cri.end);
-    // asn1-schema treats the attributes as optional and would leave the re-encoding check below to report
-    // their absence as a mere encoding problem.
+    const [info, algorithm, signature, ...extra] = children(der, outer);
+    if (!info || !algorithm || !signature || extra.length > 0) {
+      throw new DerLayoutError("it is not (certificationRequestInfo, signatureAlgorithm, signature)");
+    }
+    if (info.tag !== TAG_SEQUENCE || algorithm.tag !== TAG_SEQUENCE) throw new DerLayoutError("it has the wrong structure");
+    cri = info;
+    signatureAlgorithmElement = algorithm;
+    signatureElement = signature;
+    const version = expectTlv(der, cri.contentStart, cri.end, TAG_INTEGER, "the version");
+    const subject = expectTlv(der, version.end, cri.end, TAG_SEQUENCE, "the subject");
+    children(der, subject);
+    spki = expectTlv(der, subject.end, cri.end, TAG_SEQUENCE, "the public key");
     if (spki.end === cri.end) {
       throw new DerLayoutError("it has no attributes field ([0]), which PKCS#10 requires even when empty");
     }
-    criBytes = der.subarray(cri.start, cri.end);
-    spkiBytes = der.subarray(spki.start, spki.end);
+    attributes = expectTlv(der, spki.end, cri.end, TAG_ATTRIBUTES, "the attributes");
+    if (attributes.end !== cri.end) throw new DerLayoutError("it has bytes after the attributes");
+    unsignedIntegerOrNotDer(der, version);
+    // RFC 2986 §4.1: v1 is the only version, encoded as 0.
+    if (version.end - version.contentStart !== 1 || der[version.contentStart] !== 0) {
+      const value = version.end - version.contentStart === 1 ? String(der[version.contentStart]) : "not 0";
+      throw new BadCsrError(`the CSR's version field is ${value}: the only PKCS#10 version is v1, encoded as 0`);
+    }
   } catch (cause) {
     if (!(cause instanceof DerLayoutError)) throw cause;
-    throw new BadCsrError(`the CSR is not a valid DER certificate request: ${cause.message}`, { cause });
+    if (cause instanceof NotDerError) throw new BadCsrError(`the CSR is not DER-encoded: ${cause.message}`, { cause });
+    if (cause.message.includes("attributes field")) {
+      throw new BadCsrError(`the CSR is not a valid DER certificate request: ${cause.message}`, { cause });
+    }
+    throw new BadCsrError(`the CSR cannot be parsed as a PKCS#10 certificate request: ${cause.message}`, { cause });
   }
 
-  // Step 6: refuse BER. Two encodings of one request must not both pass, or what we audit is not what was signed.
-  let canonical: boolean;
-  try {
-    canonical = isCanonicalDer(csr, der);
-  } catch (cause) {
-    throw new BadCsrError("the CSR cannot be parsed as a PKCS#10 certificate request", { cause });
-  }
-  if (!canonical) throw new BadCsrError("the CSR is not DER-encoded (BER or non-canonical encoding)");
-
-  // RFC 2986 §4.1: v1 is the only version, encoded as 0.
-  if (csr.certificationRequestInfo.version !== 0) {
-    throw new BadCsrError(
-      `the CSR's version field is ${csr.certificationRequestInfo.version}: the only PKCS#10 version is v1, encoded as 0`,
-    );
-  }
-
-  // Step 7: key, then the signature algorithm, then proof of possession.
-  const { keyType, keyDescription, publicKey } = checkPublicKey(csr, spkiBytes);
-  const signatureAlgorithm = checkSignatureAlgorithm(csr, keyType);
+  // Step 5: key, then the signature algorithm, then proof of possession.
+  const { keyType, keyDescription, publicKey } = checkPublicKey(der, spki);
+  const signatureAlgorithm = checkSignatureAlgorithm(der, signatureAlgorithmElement, keyType);
+  const signatureValue = inside("signature", () => bitStringOctets(der, signatureElement, "the signature"));
   let signatureValid: boolean;
   try {
-    signatureValid = verify(signatureAlgorithm.hash, criBytes, publicKey, new Uint8Array(csr.signature));
+    signatureValid = verify(signatureAlgorithm.hash, der.subarray(cri.start, cri.end), publicKey, signatureValue);
   } catch (cause) {
     throw new BadCsrError("the CSR's signature does not verify: it must be signed by the key it carries", { cause });
   }
@@ -512,8 +650,9 @@ export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
     throw new BadCsrError("the CSR's signature does not verify: it must be signed by the key it carries");
   }
 
-  // Step 8: the names, only once we know the request is authentic.
-  const { spiffeId, dnsNames } = checkNames(csr);
+  // Step 6: the names, only once we know the request is authentic.
+  const { spiffeId, dnsNames } = checkNames(der, attributes);
+  const spkiBytes = der.subarray(spki.start, spki.end);
 
   return Object.freeze({
     der,
