@@ -3,6 +3,7 @@
  * issuers, the services and the listeners, wires them together and shuts them down.
  */
 import "reflect-metadata";
+import cluster from "node:cluster";
 import { webcrypto } from "node:crypto";
 import { once } from "node:events";
 import type { Server } from "node:http";
@@ -16,7 +17,12 @@ import { AuthorityService } from "./ca/authority-service.js";
 import { CertificateService } from "./ca/certificate-service.js";
 import { IssuanceService, type IssuedCertificate } from "./ca/issuance-service.js";
 import { authorityUrls, Issuer } from "./ca/issuer.js";
-import { ensureAdminKey, ensureDevelopmentAuthorities, prepareDevelopmentHsm } from "./cli/development-bootstrap.js";
+import {
+  developmentHsmSettings,
+  ensureAdminKey,
+  ensureDevelopmentAuthorities,
+  prepareDevelopmentHsm,
+} from "./cli/development-bootstrap.js";
 import { systemClock, type Clock } from "./common/clock.js";
 import { ConfigError } from "./common/errors.js";
 import type { Logger } from "./common/logger.js";
@@ -84,35 +90,65 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
   };
 }
 
-export async function startService(config: Config, logger: Logger, clock: Clock = systemClock): Promise<RunningService> {
-  const development = config.bootstrap === "development" ? prepareDevelopmentHsm(config, logger) : undefined;
-  const pin = development?.onlinePin ?? config.hsm.pin;
-  if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
-
+/** Opens the database and the repositories and services that sit directly on it. */
+function openState(config: Config, logger: Logger, clock: Clock) {
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   const auditEvents = new SqliteAuditEventRepository(db);
   const audit = new AuditLog(auditEvents, clock, logger.child({ component: "audit" }));
-  const certificateStore = new SqliteCertificateStore(db, auditEvents);
-  const crls = new SqliteCrlRepository(db);
-  const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
-  const apiKeys = new ApiKeyService(new SqliteApiKeyRepository(db), audit, clock);
-  const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
-    trustDomain: config.trustDomain,
-    maxTtlSeconds: config.issuance.maxTtlSeconds,
-    ...DEFAULT_TOKEN_SETTINGS,
-  });
+  return {
+    db,
+    auditEvents,
+    audit,
+    certificateStore: new SqliteCertificateStore(db, auditEvents),
+    crls: new SqliteCrlRepository(db),
+    authorities: new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain),
+    apiKeys: new ApiKeyService(new SqliteApiKeyRepository(db), audit, clock),
+  };
+}
 
-  const keyStore = await Pkcs11KeyStore.open({
+function openKeyStore(config: Config, pin: string, logger: Logger): Promise<Pkcs11KeyStore> {
+  return Pkcs11KeyStore.open({
     modulePath: config.hsm.modulePath,
     tokenLabel: config.hsm.tokenLabel,
     pin,
     sessionPoolSize: config.hsm.sessionPoolSize,
     logger: logger.child({ component: "pkcs11" }),
   });
-  if (development) {
-    await ensureDevelopmentAuthorities({ config, hsm: development, keyStore, authorities, crls, clock, logger });
-    ensureAdminKey(apiKeys, config.dataDir, logger);
+}
+
+/**
+ * First-start work that must happen once, before any worker serves: in development, the tokens, the root
+ * ceremony, the intermediate and the first admin key; always, the database migrations.
+ */
+export async function prepareDataFolder(config: Config, logger: Logger, clock: Clock = systemClock): Promise<void> {
+  if (config.bootstrap !== "development") {
+    openDatabase(join(config.dataDir, "anchorage.db")).close();
+    return;
   }
+  const hsm = prepareDevelopmentHsm(config, logger);
+  const state = openState(config, logger, clock);
+  const keyStore = await openKeyStore(config, hsm.onlinePin, logger);
+  try {
+    await ensureDevelopmentAuthorities({ config, hsm, keyStore, authorities: state.authorities, crls: state.crls, clock, logger });
+    ensureAdminKey(state.apiKeys, config.dataDir, logger);
+  } finally {
+    await keyStore.close();
+    state.db.close();
+  }
+}
+
+/** Starts the listeners of one service process on a prepared data folder. */
+export async function startService(config: Config, logger: Logger, clock: Clock = systemClock): Promise<RunningService> {
+  const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
+  if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
+
+  const { db, audit, certificateStore, crls, authorities, apiKeys } = openState(config, logger, clock);
+  const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
+    trustDomain: config.trustDomain,
+    maxTtlSeconds: config.issuance.maxTtlSeconds,
+    ...DEFAULT_TOKEN_SETTINGS,
+  });
+  const keyStore = await openKeyStore(config, pin, logger);
 
   const readiness = async () => {
     let database = false;
@@ -187,10 +223,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   };
   scheduleRenewal(server.issued);
 
-  // The start-up contract: scripts wait for this line, so it is written whatever the log level.
-  process.stdout.write(
-    `${JSON.stringify({ level: 30, time: clock.now().toISOString(), service: "anchorage", pid: process.pid, graphqlPort, httpPort, host: config.host, publicBaseUrl: baseUrl, issuerId: issuer.id, msg: "listening" })}\n`,
-  );
+  logger.info({ graphqlPort, httpPort, issuerId: issuer.id, publicBaseUrl: baseUrl }, "worker listening");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -222,22 +255,72 @@ function createLogger(level: Config["logLevel"]): Logger {
   });
 }
 
-async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exit(2);
-  }
-  const logger = createLogger(config.logLevel);
+/** The start-up contract: scripts wait for this line, so it is written whatever the log level. */
+function announceListening(ports: { graphqlPort: number; httpPort: number }, config: Config, workers: number): void {
+  process.stdout.write(
+    `${JSON.stringify({ level: 30, time: new Date().toISOString(), service: "anchorage", pid: process.pid, ...ports, host: config.host, workers, msg: "listening" })}\n`,
+  );
+}
+
+interface ListeningMessage {
+  readonly type: "listening";
+  readonly graphqlPort: number;
+  readonly httpPort: number;
+}
+
+/**
+ * Several processes share the listeners (the cluster module hands connections round-robin), the SQLite file
+ * (WAL, one writer at a time) and the token (each process has its own PKCS#11 sessions). The primary
+ * prepares the data folder, starts the workers, replaces one that dies, and stops them all on SIGTERM.
+ */
+async function runPrimary(config: Config, logger: Logger): Promise<void> {
+  await prepareDataFolder(config, logger);
+  let stopping = false;
+  let announced = false;
+  const listening = new Map<number, ListeningMessage>();
+  const fork = (): void => {
+    const worker = cluster.fork();
+    worker.on("message", (message: ListeningMessage) => {
+      if (message?.type !== "listening") return;
+      listening.set(worker.id, message);
+      if (!announced && listening.size === config.workers) {
+        announced = true;
+        announceListening({ graphqlPort: message.graphqlPort, httpPort: message.httpPort }, config, config.workers);
+      }
+    });
+  };
+  cluster.on("exit", (worker, code, signal) => {
+    listening.delete(worker.id);
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    logger.error({ workerPid: worker.process.pid, code, signal }, "worker died; starting a replacement");
+    fork();
+  });
+  for (let index = 0; index < config.workers; index++) fork();
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+async function runService(config: Config, logger: Logger, inCluster: boolean): Promise<void> {
   let service: RunningService;
   try {
+    if (!inCluster) await prepareDataFolder(config, logger);
     service = await startService(config, logger);
   } catch (error) {
     logger.error({ err: error }, "start-up failed");
     process.exit(1);
   }
+  const ports = { graphqlPort: service.graphqlPort, httpPort: service.httpPort };
+  if (inCluster) process.send?.({ type: "listening", ...ports } satisfies ListeningMessage);
+  else announceListening(ports, config, 1);
   const stop = (signal: string) => {
     logger.info({ signal }, "shutting down");
     service.close().then(
@@ -249,7 +332,27 @@ async function main(): Promise<void> {
     );
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  // In a cluster the primary relays SIGINT as SIGTERM; a worker ignores the terminal's own SIGINT.
+  process.once("SIGINT", () => (inCluster ? undefined : stop("SIGINT")));
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exit(2);
+  }
+  const logger = createLogger(config.logLevel);
+  if (config.workers > 1 && cluster.isPrimary) {
+    await runPrimary(config, logger).catch((error: unknown) => {
+      logger.error({ err: error }, "start-up failed");
+      process.exit(1);
+    });
+    return;
+  }
+  await runService(config, logger, config.workers > 1);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -77,6 +77,20 @@ export function prepareDevelopmentHsm(config: Config, logger: Logger): Developme
   return { onlinePin, rootPinFile, softhsmConf };
 }
 
+/**
+ * The development HSM settings for a worker process, after the primary prepared the data folder: points
+ * SoftHSM at the data folder's configuration and reads the online PIN. Creates nothing.
+ */
+export function developmentHsmSettings(config: Config): { onlinePin: string } {
+  const softhsmConf = join(config.dataDir, "softhsm2.conf");
+  const pinFile = join(config.dataDir, "secrets", "online-token.pin");
+  if (!existsSync(softhsmConf) || !existsSync(pinFile)) {
+    throw new ConfigError(`the development data folder ${config.dataDir} is not prepared`);
+  }
+  process.env.SOFTHSM2_CONF = softhsmConf;
+  return { onlinePin: readFileSync(pinFile, "utf8").trim() };
+}
+
 function ceremony(args: string[], hsm: DevelopmentHsm, config: Config): void {
   const tsxLoader = import.meta.resolve("tsx");
   run(
