@@ -59,6 +59,14 @@ export interface ParseCsrOptions {
 }
 
 const DEFAULT_MAX_PEM_BYTES = 16_384;
+
+/** What the signature check needs: the signed CertificationRequestInfo bytes, exactly as received. */
+interface ProofOfPossession {
+  readonly hash: string;
+  readonly signedBytes: Buffer;
+  readonly publicKey: KeyObject;
+  readonly signatureValue: Buffer;
+}
 /** Beyond this a CSR is a bulk request in disguise; it also bounds the work spent validating names. */
 const MAX_DNS_NAMES = 100;
 const ACCEPTED_PEM_LABELS = new Set(["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"]);
@@ -565,7 +573,7 @@ function checkNames(der: Buffer, attributes: Tlv): { spiffeId: string; dnsNames:
  *   error is kept as `cause`.
  * @throws RangeError if `options.maxPemBytes` is not a positive integer (a programming error, not bad input).
  */
-export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
+function readCsr(pem: string, options?: ParseCsrOptions): { proof: ProofOfPossession; complete: () => ParsedCsr } {
   const maxPemBytes = options?.maxPemBytes ?? DEFAULT_MAX_PEM_BYTES;
   if (!Number.isSafeInteger(maxPemBytes) || maxPemBytes <= 0) {
     throw new RangeError(`maxPemBytes must be a positive integer, got ${maxPemBytes}`);
@@ -636,31 +644,58 @@ export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
     throw new BadCsrError(`the CSR cannot be parsed as a PKCS#10 certificate request: ${cause.message}`, { cause });
   }
 
-  // Step 5: key, then the signature algorithm, then proof of possession.
+  // Step 5: key, then the signature algorithm; proof of possession is the caller's next step.
   const { keyType, keyDescription, publicKey } = checkPublicKey(der, spki);
   const signatureAlgorithm = checkSignatureAlgorithm(der, signatureAlgorithmElement, keyType);
   const signatureValue = inside("signature", () => bitStringOctets(der, signatureElement, "the signature"));
-  let signatureValid: boolean;
+  return {
+    proof: { hash: signatureAlgorithm.hash, signedBytes: der.subarray(cri.start, cri.end), publicKey, signatureValue },
+    // Step 6: the names, only once the request is known to be authentic.
+    complete: () => {
+      const { spiffeId, dnsNames } = checkNames(der, attributes);
+      return Object.freeze({
+        der,
+        subjectPublicKeyInfo: der.subarray(spki.start, spki.end),
+        keyType,
+        keyDescription,
+        publicKey,
+        spiffeId,
+        dnsNames: Object.freeze(dnsNames),
+      });
+    },
+  };
+}
+
+const POSSESSION_REFUSED = "the CSR's signature does not verify: it must be signed by the key it carries";
+
+/**
+ * Parses a workload CSR and checks everything about it that does not depend on who sends it (see
+ * `readCsr`), verifying the proof of possession on the calling thread.
+ */
+export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
+  const { proof, complete } = readCsr(pem, options);
+  let valid: boolean;
   try {
-    signatureValid = verify(signatureAlgorithm.hash, der.subarray(cri.start, cri.end), publicKey, signatureValue);
+    valid = verify(proof.hash, proof.signedBytes, proof.publicKey, proof.signatureValue);
   } catch (cause) {
-    throw new BadCsrError("the CSR's signature does not verify: it must be signed by the key it carries", { cause });
+    throw new BadCsrError(POSSESSION_REFUSED, { cause });
   }
-  if (!signatureValid) {
-    throw new BadCsrError("the CSR's signature does not verify: it must be signed by the key it carries");
-  }
+  if (!valid) throw new BadCsrError(POSSESSION_REFUSED);
+  return complete();
+}
 
-  // Step 6: the names, only once we know the request is authentic.
-  const { spiffeId, dnsNames } = checkNames(der, attributes);
-  const spkiBytes = der.subarray(spki.start, spki.end);
-
-  return Object.freeze({
-    der,
-    subjectPublicKeyInfo: spkiBytes,
-    keyType,
-    keyDescription,
-    publicKey,
-    spiffeId,
-    dnsNames: Object.freeze(dnsNames),
+/**
+ * `parseCsr` with the signature verified on libuv's thread pool, so that the event loop keeps serving
+ * while OpenSSL does the one expensive step (the same checks, the same errors).
+ */
+export async function parseCsrOffThread(pem: string, options?: ParseCsrOptions): Promise<ParsedCsr> {
+  const { proof, complete } = readCsr(pem, options);
+  const valid = await new Promise<boolean>((resolve, reject) => {
+    verify(proof.hash, proof.signedBytes, proof.publicKey, proof.signatureValue, (error, result) => {
+      if (error) reject(new BadCsrError(POSSESSION_REFUSED, { cause: error }));
+      else resolve(result);
+    });
   });
+  if (!valid) throw new BadCsrError(POSSESSION_REFUSED);
+  return complete();
 }

@@ -9,7 +9,7 @@ import {
   UnauthenticatedError,
 } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
-import { parseCsr, type ParsedCsr } from "./csr.js";
+import { parseCsrOffThread, type ParsedCsr } from "./csr.js";
 import type { Issuer } from "./issuer.js";
 import { lintWorkloadCertificate, type WorkloadCertificateFields } from "./lint.js";
 import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant, IssuanceLedger, PreparedIssuance } from "./ports.js";
@@ -116,13 +116,16 @@ export class IssuanceService {
     const now = this.deps.clock.now();
     const outcomes: (IssuanceOutcome | undefined)[] = new Array(requests.length);
     const planned: { index: number; plan: PlannedIssuance }[] = [];
-    requests.forEach((request, index) => {
-      try {
-        planned.push({ index, plan: this.plan(request, now, context, trustedGrant) });
-      } catch (error) {
-        outcomes[index] = this.refuse(error, request, context);
-      }
-    });
+    await Promise.all(
+      requests.map(async (request, index) => {
+        try {
+          planned.push({ index, plan: await this.plan(request, now, context, trustedGrant) });
+        } catch (error) {
+          outcomes[index] = this.refuse(error, request, context);
+        }
+      }),
+    );
+    planned.sort((left, right) => left.index - right.index);
     if (planned.length === 0) return outcomes as IssuanceOutcome[];
 
     const reservations = await this.deps.ledger.prepare(
@@ -197,9 +200,14 @@ export class IssuanceService {
     return outcomes as IssuanceOutcome[];
   }
 
-  private plan(request: IssueRequest, now: Date, context: RequestContext, trustedGrant?: IssuanceGrant): PlannedIssuance {
+  private async plan(
+    request: IssueRequest,
+    now: Date,
+    context: RequestContext,
+    trustedGrant?: IssuanceGrant,
+  ): Promise<PlannedIssuance> {
     const grant = trustedGrant ?? this.deps.authorizer.authorize(request, now);
-    const csr = parseCsr(request.csr);
+    const csr = await parseCsrOffThread(request.csr);
     checkIdentity(csr, grant);
     const ttlSeconds = this.lifetime(request.ttlSeconds, grant);
     const issuer = this.deps.activeIssuer();

@@ -82,7 +82,12 @@ export class Issuer {
       if (error instanceof HsmUnavailableError) throw error;
       throw new HsmUnavailableError("the HSM could not sign; try again later", { cause: error });
     }
-    const ok = verify(this.hash, tbsDer, { key: this.publicKey, dsaEncoding: "der" }, signature);
+    // Verified on libuv's thread pool: as expensive as the CSR check, and the event loop has requests to serve.
+    const ok = await new Promise<boolean>((resolve, reject) => {
+      verify(this.hash, tbsDer, { key: this.publicKey, dsaEncoding: "der" }, signature, (error, result) =>
+        error ? reject(new InternalError("the HSM's signature could not be checked", { cause: error })) : resolve(result),
+      );
+    });
     if (!ok) {
       throw new InternalError(`the HSM returned a signature that does not verify for authority ${this.id}`);
     }

@@ -33,6 +33,8 @@ export function createGraphQLServer(options: { logger: Logger; limits: GraphQLLi
     landingPage: false,
     graphiql: false,
     batching: false,
+    // The HTTP layer has already bounded and buffered the body; yoga's own limit would stream it again.
+    maxRequestBodySize: false,
     logging: {
       debug: (...args) => logger.debug({ args }, "yoga"),
       info: (...args) => logger.info({ args }, "yoga"),

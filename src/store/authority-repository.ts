@@ -29,7 +29,14 @@ const fromRow = (row: AuthorityRow): AuthorityRecord => ({
 });
 
 export class SqliteAuthorityRepository implements AuthorityRepository {
-  constructor(private readonly db: SqliteDatabase) {}
+  private readonly statements;
+
+  constructor(private readonly db: SqliteDatabase) {
+    this.statements = {
+      get: db.prepare("SELECT * FROM authorities WHERE id = ?"),
+      list: db.prepare("SELECT * FROM authorities ORDER BY created_at, id"),
+    };
+  }
 
   insert(authority: AuthorityRecord): void {
     this.db
@@ -52,12 +59,12 @@ export class SqliteAuthorityRepository implements AuthorityRepository {
   }
 
   get(id: string): AuthorityRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM authorities WHERE id = ?").get(id) as AuthorityRow | undefined;
+    const row = this.statements.get.get(id) as AuthorityRow | undefined;
     return row && fromRow(row);
   }
 
   list(): AuthorityRecord[] {
-    const rows = this.db.prepare("SELECT * FROM authorities ORDER BY created_at, id").all() as AuthorityRow[];
+    const rows = this.statements.list.all() as AuthorityRow[];
     return rows.map(fromRow);
   }
 

@@ -7,17 +7,26 @@ interface PendingWork {
 }
 
 /**
- * Group commit: work submitted during one turn of the event loop runs in a single transaction, each
- * submission in its own savepoint. A durable commit (fsync) costs about as much as hundreds of inserts, so
- * concurrent requests share it instead of queueing behind one fsync each. A submission that throws rolls
- * back only its own savepoint and rejects only its own promise; the promise of every other submission
- * resolves after the commit, never before, so nothing is reported as stored before it is on disk.
+ * Group commit: work submitted during one turn of the event loop runs in a single transaction. A durable
+ * commit (fsync) costs about as much as hundreds of inserts, so concurrent requests share it instead of
+ * queueing behind one fsync each. Every promise resolves after the commit, never before, so nothing is
+ * reported as stored before it is on disk.
+ *
+ * Submissions are expected to succeed (they decide refusals with conditional updates rather than by
+ * throwing). If one throws anyway, the whole group is rolled back and each submission is replayed in a
+ * transaction of its own, so only the faulty one fails. The common path therefore needs no savepoints,
+ * which cost more than the inserts they protect.
  */
 export class GroupCommitter {
   private pending: PendingWork[] = [];
   private scheduled = false;
+  private readonly runGroup: (batch: readonly PendingWork[]) => unknown[];
+  private readonly runOne: (item: PendingWork) => unknown;
 
-  constructor(private readonly db: SqliteDatabase) {}
+  constructor(db: SqliteDatabase) {
+    this.runGroup = db.transaction((batch: readonly PendingWork[]) => batch.map((item) => item.work())).immediate;
+    this.runOne = db.transaction((item: PendingWork) => item.work()).immediate;
+  }
 
   submit<T>(work: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -33,27 +42,19 @@ export class GroupCommitter {
     const batch = this.pending;
     this.pending = [];
     this.scheduled = false;
-    const outcomes: { ok: boolean; value: unknown }[] = [];
+    let results: unknown[];
     try {
-      this.db
-        .transaction(() => {
-          for (const item of batch) {
-            try {
-              outcomes.push({ ok: true, value: this.db.transaction(item.work)() });
-            } catch (error) {
-              outcomes.push({ ok: false, value: error });
-            }
-          }
-        })
-        .immediate();
-    } catch (error) {
-      for (const item of batch) item.reject(error);
+      results = this.runGroup(batch);
+    } catch {
+      for (const item of batch) {
+        try {
+          item.resolve(this.runOne(item));
+        } catch (error) {
+          item.reject(error);
+        }
+      }
       return;
     }
-    batch.forEach((item, index) => {
-      const outcome = outcomes[index] as { ok: boolean; value: unknown };
-      if (outcome.ok) item.resolve(outcome.value);
-      else item.reject(outcome.value);
-    });
+    batch.forEach((item, index) => item.resolve(results[index]));
   }
 }

@@ -1,0 +1,178 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AuditEvent } from "../../src/audit/audit-log.js";
+import type { PreparedIssuance } from "../../src/ca/ports.js";
+import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
+import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
+import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
+import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
+import { GroupCommitter } from "../../src/store/group-commit.js";
+import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
+
+const NOW = new Date(Date.UTC(2026, 10, 22, 12));
+const audit: AuditEvent = { type: "issuance.prepared", actor: "token:t", outcome: "success" };
+
+let dir: string;
+let db: SqliteDatabase;
+let store: SqliteCertificateStore;
+let tokens: SqliteEnrollmentTokenRepository;
+
+function prepared(overrides: Partial<PreparedIssuance> = {}): PreparedIssuance {
+  return {
+    serial: randomBytes(16).toString("hex"),
+    authorityId: "ca",
+    spiffeId: "spiffe://anchorage.test/web",
+    dnsNames: ["web.svc"],
+    notBefore: NOW,
+    notAfter: new Date(NOW.getTime() + 3_600_000),
+    keyType: "P-256",
+    requester: "token:t",
+    tbsDer: randomBytes(300),
+    audit,
+    ...overrides,
+  };
+}
+
+function addToken(uses: number, expiresAt = new Date(NOW.getTime() + 60_000)): Buffer {
+  const tokenHash = randomBytes(32);
+  tokens.insert({
+    id: `tok_${tokenHash.toString("hex", 0, 4)}`,
+    tokenHash,
+    spiffeId: "spiffe://anchorage.test/web",
+    dnsNames: [],
+    maxTtlSeconds: 3600,
+    expiresAt,
+    usesLeft: uses,
+    createdBy: "apikey:admin",
+    createdAt: NOW,
+  });
+  return tokenHash;
+}
+
+const count = (sql: string, ...args: unknown[]): number => Number(db.prepare(sql).pluck().get(...args));
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "anchorage-store-"));
+  db = openDatabase(join(dir, "anchorage.db"));
+  new SqliteAuthorityRepository(db).insert({
+    id: "ca",
+    kind: "intermediate",
+    status: "active",
+    subject: "CN=test",
+    certificateDer: Buffer.from([0x30, 0x00]),
+    keyLabel: "k",
+    parentId: null,
+    notBefore: NOW,
+    notAfter: new Date(NOW.getTime() + 86_400_000),
+    createdAt: NOW,
+  });
+  store = new SqliteCertificateStore(db, new SqliteAuditEventRepository(db));
+  tokens = new SqliteEnrollmentTokenRepository(db);
+});
+
+afterAll(() => {
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("SqliteCertificateStore on a real SQLite file", () => {
+  it("opens in WAL mode with full durability and the schema migrated", () => {
+    expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
+    expect(db.pragma("synchronous", { simple: true })).toBe(2);
+    expect(count("SELECT max(version) FROM schema_migrations")).toBe(1);
+  });
+
+  it("reserves, completes and then serves a certificate, with an audit event per step", async () => {
+    const item = prepared();
+    const before = count("SELECT count(*) FROM audit_events");
+    expect(await store.prepare([item], NOW)).toEqual([{ ok: true }]);
+    expect(store.get(item.serial)).toBeUndefined(); // reserved is not issued
+    await store.complete([{ serial: item.serial, der: Buffer.from("cert"), fingerprintSha256: "ab", audit: { ...audit, type: "issuance.signed" } }], NOW);
+    const record = store.get(item.serial);
+    expect(record?.der.toString()).toBe("cert");
+    expect(record?.dnsNames).toEqual(["web.svc"]);
+    expect(count("SELECT count(*) FROM audit_events")).toBe(before + 2);
+  });
+
+  it("consumes a token's uses atomically and refuses the reservation once they are gone", async () => {
+    const hash = addToken(2);
+    const results = await Promise.all([1, 2, 3].map(() => store.prepare([prepared({ consumeTokenHash: hash })], NOW)));
+    expect(results.flat().filter((result) => result.ok)).toHaveLength(2);
+    expect(results.flat().filter((result) => !result.ok)).toEqual([{ ok: false, reason: "TOKEN_EXHAUSTED" }]);
+    expect(count("SELECT uses_left FROM enrollment_tokens WHERE token_hash = ?", hash)).toBe(0);
+  });
+
+  it("refuses an expired token without writing a row", async () => {
+    const hash = addToken(5, new Date(NOW.getTime() - 1));
+    const rows = count("SELECT count(*) FROM certificates");
+    expect(await store.prepare([prepared({ consumeTokenHash: hash })], NOW)).toEqual([{ ok: false, reason: "TOKEN_EXHAUSTED" }]);
+    expect(count("SELECT count(*) FROM certificates")).toBe(rows);
+  });
+
+  it("abandons a reservation: state failed, token use given back, audited", async () => {
+    const hash = addToken(1);
+    const item = prepared({ consumeTokenHash: hash });
+    await store.prepare([item], NOW);
+    expect(count("SELECT uses_left FROM enrollment_tokens WHERE token_hash = ?", hash)).toBe(0);
+    await store.abandon([{ serial: item.serial, refundTokenHash: hash, audit: { ...audit, type: "issuance.failed", outcome: "failure" } }], NOW);
+    expect(db.prepare("SELECT state FROM certificates WHERE serial = ?").pluck().get(item.serial)).toBe("failed");
+    expect(count("SELECT uses_left FROM enrollment_tokens WHERE token_hash = ?", hash)).toBe(1);
+  });
+
+  it("isolates a failing submission in a group commit: the others are committed, its writes are not", async () => {
+    const good = prepared();
+    const duplicate = prepared({ serial: good.serial });
+    const other = prepared();
+    const outcomes = await Promise.allSettled([store.prepare([good], NOW), store.prepare([duplicate], NOW), store.prepare([other], NOW)]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(count("SELECT count(*) FROM certificates WHERE serial IN (?, ?)", good.serial, other.serial)).toBe(2);
+  });
+
+  it("rolls back a whole submission when it fails halfway (token use not lost)", async () => {
+    const hash = addToken(1);
+    const existing = prepared();
+    await store.prepare([existing], NOW);
+    // The token update succeeds, then the insert hits the duplicate serial: both must be undone.
+    await expect(store.prepare([prepared({ serial: existing.serial, consumeTokenHash: hash })], NOW)).rejects.toThrow();
+    expect(count("SELECT uses_left FROM enrollment_tokens WHERE token_hash = ?", hash)).toBe(1);
+  });
+
+  it("refuses to complete a serial that was never reserved", async () => {
+    await expect(
+      store.complete([{ serial: "ff".repeat(16), der: Buffer.from("x"), fingerprintSha256: "00", audit }], NOW),
+    ).rejects.toThrow(/not reserved/);
+  });
+
+  it("keeps audit events append-only in the database itself", () => {
+    expect(() => db.prepare("UPDATE audit_events SET actor = 'x'").run()).toThrow(/append-only/);
+    expect(() => db.prepare("DELETE FROM audit_events").run()).toThrow(/append-only/);
+  });
+
+  it("pages issued certificates by insertion order without repeats, and refuses a forged cursor", async () => {
+    for (let index = 0; index < 5; index++) {
+      const item = prepared({ spiffeId: "spiffe://anchorage.test/paged" });
+      await store.prepare([item], NOW);
+      await store.complete([{ serial: item.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
+    }
+    const filter = { spiffeId: "spiffe://anchorage.test/paged" };
+    const first = store.list(filter, 2, undefined, NOW);
+    const second = store.list(filter, 2, first.cursors.at(-1), NOW);
+    const third = store.list(filter, 2, second.cursors.at(-1), NOW);
+    const serials = [...first.items, ...second.items, ...third.items].map((item) => item.serial);
+    expect(new Set(serials).size).toBe(5);
+    expect(first.totalCount).toBe(5);
+    expect([first.hasNextPage, second.hasNextPage, third.hasNextPage]).toEqual([true, true, false]);
+    expect(() => store.list(filter, 2, "bm90LWEtY3Vyc29y", NOW)).toThrow(/cursor/);
+  });
+});
+
+describe("GroupCommitter", () => {
+  it("commits work submitted in the same turn together and resolves each with its own result", async () => {
+    const committer = new GroupCommitter(db);
+    const results = await Promise.all([1, 2, 3].map((value) => committer.submit(() => value * 2)));
+    expect(results).toEqual([2, 4, 6]);
+  });
+});
