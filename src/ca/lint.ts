@@ -1,15 +1,7 @@
 import { parseWorkloadSpiffeId, parseDnsName } from "../policy/identity.js";
+import type { WorkloadCertificateFields } from "./x509/workload-template.js";
 
-/** The varying fields of a workload certificate, as handed to the template. */
-export interface WorkloadCertificateFields {
-  readonly serialNumber: Buffer;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly subjectPublicKeyInfo: Buffer;
-  readonly keyType: "ec" | "rsa";
-  readonly spiffeId: string;
-  readonly dnsNames: readonly string[];
-}
+export type { WorkloadCertificateFields };
 
 export interface LintContext {
   readonly trustDomain: string;
