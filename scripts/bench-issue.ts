@@ -3,6 +3,7 @@
  * SQLite records):
  *
  *   npx tsx scripts/bench-issue.ts [--seconds 10] [--clients 32] [--csrs 2000] [--batch 16] [--workers N]
+ *                                  [--modes single,batch]
  *
  * Starts the service on a fresh data folder (ANCHORAGE_WORKERS=N), creates one enrollment token per client,
  * pre-generates the P-256 CSRs, then drives `issueCertificate` (one CSR per request) and `issueCertificates`
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     csrs: { type: "string", default: "2000" },
     batch: { type: "string", default: "16" },
     workers: { type: "string", default: "2" },
+    modes: { type: "string", default: "single,batch" },
   },
 });
 const seconds = Number(values.seconds);
@@ -139,7 +141,10 @@ async function main(): Promise<void> {
     console.log(`service workers: ${values.workers}; clients: ${clients}; CSRs: ${csrCount}; ${seconds} s per mode`);
 
     await drive(service, agent, tokens, csrsByClient, 1).catch(() => undefined); // warm-up is the first mode's first second
-    for (const [name, perRequest] of [["issueCertificate", 1], [`issueCertificates (batches of ${batchSize})`, batchSize]] as const) {
+    const modes = (values.modes as string).split(",");
+    const runs = [["single", "issueCertificate", 1], ["batch", `issueCertificates (batches of ${batchSize})`, batchSize]] as const;
+    for (const [mode, name, perRequest] of runs) {
+      if (!modes.includes(mode)) continue;
       const result = await drive(service, agent, tokens, csrsByClient, perRequest);
       console.log(
         `${name}: ${(result.certificates / result.elapsed).toFixed(0)} certificates/s, ` +

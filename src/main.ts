@@ -223,7 +223,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   };
   scheduleRenewal(server.issued);
 
-  logger.info({ graphqlPort, httpPort, issuerId: issuer.id, publicBaseUrl: baseUrl }, "worker listening");
+  logger.info({ graphqlPort, httpPort, issuerId: issuer.id, publicBaseUrl: baseUrl }, "listeners up");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
