@@ -192,7 +192,7 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     const workerLines = service
       .logs()
       .split("\n")
-      .filter((line) => line.includes('"msg":"worker listening"'))
+      .filter((line) => line.includes('"msg":"listeners up"'))
       .map((line) => (JSON.parse(line) as { pid: number }).pid);
     expect(workerLines.sort()).toEqual([...workerPids].sort());
 
