@@ -34,6 +34,7 @@ import {
 import { id_ce_subjectAltName } from "@peculiar/asn1-x509";
 
 import { BadCsrError } from "../common/errors.js";
+import { TAG } from "./x509/der.js";
 import { decodePem, decodePemBlocks } from "../common/pem.js";
 import { InvalidIdentityError, parseDnsName, parseWorkloadSpiffeId } from "../policy/identity.js";
 
@@ -166,14 +167,7 @@ class NotDerError extends DerLayoutError {
   override name = "NotDerError";
 }
 
-const TAG_BOOLEAN = 0x01;
-const TAG_INTEGER = 0x02;
-const TAG_BIT_STRING = 0x03;
-const TAG_OCTET_STRING = 0x04;
-const TAG_NULL = 0x05;
-const TAG_OID = 0x06;
-const TAG_SEQUENCE = 0x30;
-const TAG_SET = 0x31;
+/** PKCS#10 attributes: [0] IMPLICIT SET OF Attribute. */
 const TAG_ATTRIBUTES = 0xa0;
 
 /**
@@ -223,7 +217,7 @@ function children(der: Buffer, parent: Tlv): Tlv[] {
 
 /** Dotted form of an OID element, refusing non-minimal sub-identifiers (BER). */
 function readOid(der: Buffer, element: Tlv, what: string): string {
-  if (element.tag !== TAG_OID || element.end === element.contentStart) throw new DerLayoutError(`${what} is not an OID`);
+  if (element.tag !== TAG.OBJECT_IDENTIFIER || element.end === element.contentStart) throw new DerLayoutError(`${what} is not an OID`);
   const arcs: number[] = [];
   let value = 0;
   let fresh = true;
@@ -245,7 +239,7 @@ function readOid(der: Buffer, element: Tlv, what: string): string {
 
 /** Content of a BIT STRING that must hold whole octets (unused-bits octet 0). */
 function bitStringOctets(der: Buffer, element: Tlv, what: string): Buffer {
-  if (element.tag !== TAG_BIT_STRING || element.end === element.contentStart || der[element.contentStart] !== 0) {
+  if (element.tag !== TAG.BIT_STRING || element.end === element.contentStart || der[element.contentStart] !== 0) {
     throw new DerLayoutError(`${what} is not a whole-octet BIT STRING`);
   }
   return der.subarray(element.contentStart + 1, element.end);
@@ -254,7 +248,7 @@ function bitStringOctets(der: Buffer, element: Tlv, what: string): Buffer {
 /** Content of a non-negative DER INTEGER, leading sign octet removed; refuses non-minimal encodings. */
 function unsignedInteger(der: Buffer, element: Tlv, what: string): Buffer {
   const content = der.subarray(element.contentStart, element.end);
-  if (element.tag !== TAG_INTEGER || content.length === 0) throw new DerLayoutError(`${what} is not an INTEGER`);
+  if (element.tag !== TAG.INTEGER || content.length === 0) throw new DerLayoutError(`${what} is not an INTEGER`);
   if ((content[0] as number) & 0x80) throw new DerLayoutError(`${what} is negative`);
   if (content.length > 1 && content[0] === 0 && ((content[1] as number) & 0x80) === 0) {
     throw new DerLayoutError(`${what} is not minimally encoded`);
@@ -338,7 +332,7 @@ function decodeCsrPem(pem: string): Buffer {
  */
 function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDescription: string; publicKey: KeyObject } {
   const [algorithm, subjectPublicKey, ...rest] = inside("public key", () => children(der, spki));
-  if (!algorithm || !subjectPublicKey || rest.length > 0 || algorithm.tag !== TAG_SEQUENCE) {
+  if (!algorithm || !subjectPublicKey || rest.length > 0 || algorithm.tag !== TAG.SEQUENCE) {
     throw new BadCsrError("the CSR's public key is not a valid SubjectPublicKeyInfo");
   }
   const [algorithmOid, parameters, ...extra] = inside("public key algorithm", () => children(der, algorithm));
@@ -351,7 +345,7 @@ function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDes
     const parametersDer = der.subarray(parameters.start, parameters.end);
     const curve = ACCEPTED_CURVES.find((candidate) => candidate.parametersDer.equals(parametersDer));
     if (curve === undefined) {
-      if (parameters.tag !== TAG_OID) {
+      if (parameters.tag !== TAG.OBJECT_IDENTIFIER) {
         throw new BadCsrError(`unsupported key: EC key with explicit curve parameters, ${USE_SUPPORTED_KEY}`);
       }
       const oid = inside("EC key parameters", () => readOid(der, parameters, "the curve"));
@@ -379,13 +373,13 @@ function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDes
 
   if (algorithmId === id_rsaEncryption) {
     // RFC 3279 §2.3.1: the parameters field MUST be NULL.
-    if (!parameters || parameters.tag !== TAG_NULL || parameters.end !== parameters.contentStart) {
+    if (!parameters || parameters.tag !== TAG.NULL || parameters.end !== parameters.contentStart) {
       throw new BadCsrError("the CSR's RSA key has malformed algorithm parameters (NULL is required)");
     }
     const { modulus, exponent } = inside("RSA public key", () => {
       const octets = bitStringOctets(der, subjectPublicKey, "the public key");
       const offset = octets.byteOffset - der.byteOffset;
-      const key = expectTlv(der, offset, offset + octets.length, TAG_SEQUENCE, "the RSA public key");
+      const key = expectTlv(der, offset, offset + octets.length, TAG.SEQUENCE, "the RSA public key");
       if (key.end !== offset + octets.length) throw new DerLayoutError("the RSA public key has trailing bytes");
       const [n, e, ...more] = children(der, key);
       if (!n || !e || more.length > 0) throw new DerLayoutError("the RSA public key is not (modulus, exponent)");
@@ -433,7 +427,7 @@ function checkSignatureAlgorithm(der: Buffer, element: Tlv, keyType: "ec" | "rsa
   }
   // RFC 5758 §3.2: ECDSA parameters MUST be absent. RFC 4055 §5 wants NULL for RSA, but absent is common enough
   // in the wild (and harmless) that refusing it would only break clients.
-  const isNull = parameters !== undefined && parameters.tag === TAG_NULL && parameters.end === parameters.contentStart;
+  const isNull = parameters !== undefined && parameters.tag === TAG.NULL && parameters.end === parameters.contentStart;
   const parametersOk = accepted.keyType === "ec" ? parameters === undefined : parameters === undefined || isNull;
   if (!parametersOk) {
     throw new BadCsrError(`the CSR's signature algorithm ${accepted.name} has malformed parameters`);
@@ -450,7 +444,7 @@ function requestedSubjectAltName(der: Buffer, attributes: Tlv): Tlv | undefined 
     const all = children(der, attributes);
     assertSortedSet(der, all, "the attribute set");
     return all.filter((attribute) => {
-      if (attribute.tag !== TAG_SEQUENCE) throw new DerLayoutError("an attribute is not a SEQUENCE");
+      if (attribute.tag !== TAG.SEQUENCE) throw new DerLayoutError("an attribute is not a SEQUENCE");
       const type = readTlv(der, attribute.contentStart, attribute.end);
       return readOid(der, type, "an attribute type") === ID_EXTENSION_REQUEST;
     });
@@ -460,28 +454,28 @@ function requestedSubjectAltName(der: Buffer, attributes: Tlv): Tlv | undefined 
   const request = requests[0] as Tlv;
   const extensions = inside("extensionRequest attribute", () => {
     const [, values, ...extra] = children(der, request);
-    if (!values || values.tag !== TAG_SET || extra.length > 0) throw new DerLayoutError("the attribute has no value set");
+    if (!values || values.tag !== TAG.SET || extra.length > 0) throw new DerLayoutError("the attribute has no value set");
     return values;
   });
   const values = inside("extensionRequest attribute", () => children(der, extensions));
   if (values.length !== 1) throw new BadCsrError("the CSR's extensionRequest attribute must hold exactly one value");
   const sans = inside("extensionRequest attribute", () => {
     const list = values[0] as Tlv;
-    if (list.tag !== TAG_SEQUENCE) throw new DerLayoutError("the extensions are not a SEQUENCE");
+    if (list.tag !== TAG.SEQUENCE) throw new DerLayoutError("the extensions are not a SEQUENCE");
     const found: Tlv[] = [];
     for (const extension of children(der, list)) {
-      if (extension.tag !== TAG_SEQUENCE) throw new DerLayoutError("an extension is not a SEQUENCE");
+      if (extension.tag !== TAG.SEQUENCE) throw new DerLayoutError("an extension is not a SEQUENCE");
       const parts = children(der, extension);
       const [id, second, third, ...more] = parts;
       if (!id || !second || more.length > 0) throw new DerLayoutError("an extension is malformed");
       const value = third ?? second;
       if (third) {
         // DER: a BOOLEAN is one octet, TRUE is 0xFF, and FALSE (the default) is left out.
-        if (second.tag !== TAG_BOOLEAN || second.end - second.contentStart !== 1 || der[second.contentStart] !== 0xff) {
+        if (second.tag !== TAG.BOOLEAN || second.end - second.contentStart !== 1 || der[second.contentStart] !== 0xff) {
           throw new DerLayoutError("an extension's critical flag is not DER");
         }
       }
-      if (value.tag !== TAG_OCTET_STRING) throw new DerLayoutError("an extension value is not an OCTET STRING");
+      if (value.tag !== TAG.OCTET_STRING) throw new DerLayoutError("an extension value is not an OCTET STRING");
       if (readOid(der, id, "an extension id") === id_ce_subjectAltName) found.push(value);
     }
     return found;
@@ -490,7 +484,7 @@ function requestedSubjectAltName(der: Buffer, attributes: Tlv): Tlv | undefined 
   if (sans.length > 1) throw new BadCsrError("the CSR requests more than one subjectAltName extension");
   return inside("subjectAltName extension", () => {
     const wrapper = sans[0] as Tlv;
-    const names = expectTlv(der, wrapper.contentStart, wrapper.end, TAG_SEQUENCE, "the subjectAltName");
+    const names = expectTlv(der, wrapper.contentStart, wrapper.end, TAG.SEQUENCE, "the subjectAltName");
     if (names.end !== wrapper.end) throw new DerLayoutError("the subjectAltName has trailing bytes");
     return names;
   });
@@ -616,14 +610,14 @@ function readCsr(pem: string, options?: ParseCsrOptions): { proof: ProofOfPosses
     if (!info || !algorithm || !signature || extra.length > 0) {
       throw new DerLayoutError("it is not (certificationRequestInfo, signatureAlgorithm, signature)");
     }
-    if (info.tag !== TAG_SEQUENCE || algorithm.tag !== TAG_SEQUENCE) throw new DerLayoutError("it has the wrong structure");
+    if (info.tag !== TAG.SEQUENCE || algorithm.tag !== TAG.SEQUENCE) throw new DerLayoutError("it has the wrong structure");
     cri = info;
     signatureAlgorithmElement = algorithm;
     signatureElement = signature;
-    const version = expectTlv(der, cri.contentStart, cri.end, TAG_INTEGER, "the version");
-    const subject = expectTlv(der, version.end, cri.end, TAG_SEQUENCE, "the subject");
+    const version = expectTlv(der, cri.contentStart, cri.end, TAG.INTEGER, "the version");
+    const subject = expectTlv(der, version.end, cri.end, TAG.SEQUENCE, "the subject");
     children(der, subject);
-    spki = expectTlv(der, subject.end, cri.end, TAG_SEQUENCE, "the public key");
+    spki = expectTlv(der, subject.end, cri.end, TAG.SEQUENCE, "the public key");
     if (spki.end === cri.end) {
       throw new DerLayoutError("it has no attributes field ([0]), which PKCS#10 requires even when empty");
     }
