@@ -33,12 +33,15 @@ import { createGraphQLServer } from "./graphql/yoga.js";
 import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener.js";
 import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
+import { CrlPublisher } from "./revocation/crl-publisher.js";
+import { RevocationService } from "./revocation/revocation-service.js";
 import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollment-tokens.js";
 import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
 import { SqliteAuditEventRepository } from "./store/audit-event-repository.js";
 import { SqliteAuthorityRepository } from "./store/authority-repository.js";
 import { SqliteCertificateStore } from "./store/certificate-store.js";
 import { SqliteCrlRepository } from "./store/crl-repository.js";
+import { SqliteRevocationRepository } from "./store/revocation-repository.js";
 import { inTransaction, openDatabase } from "./store/database.js";
 import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository } from "./store/policy-repositories.js";
 
@@ -142,7 +145,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
   if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
 
-  const { db, audit, certificateStore, crls, authorities, apiKeys } = openState(config, logger, clock);
+  const { db, auditEvents, audit, certificateStore, crls, authorities, apiKeys } = openState(config, logger, clock);
   const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
     trustDomain: config.trustDomain,
     maxTtlSeconds: config.issuance.maxTtlSeconds,
@@ -168,6 +171,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   if (!intermediate?.keyLabel) throw new ConfigError("no active intermediate CA: run the ceremony and import one");
   const issuer = new Issuer(intermediate, await keyStore.openKey(intermediate.keyLabel), [intermediate.certificateDer], authorityUrls(baseUrl, intermediate.id));
 
+  const revocations = new SqliteRevocationRepository(db, auditEvents);
   const issuance = new IssuanceService({
     authorizer: enrollmentTokens,
     ledger: certificateStore,
@@ -177,12 +181,29 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     logger: logger.child({ component: "issuance" }),
     settings: { trustDomain: config.trustDomain, ...config.issuance },
   });
+  const crlPublisher = new CrlPublisher({
+    repository: revocations,
+    crls,
+    issuers: () => [issuer],
+    clock,
+    logger: logger.child({ component: "crl" }),
+    settings: config.crl,
+  });
+  await crlPublisher.start();
   const services: Services = {
     issuance,
     enrollmentTokens,
     apiKeys,
     authorities,
     certificates: new CertificateService(certificateStore, clock),
+    revocation: new RevocationService({
+      repository: revocations,
+      certificates: certificateStore,
+      audit,
+      clock,
+      logger: logger.child({ component: "revocation" }),
+      onRevoked: (authorityId) => crlPublisher.rebuild(authorityId),
+    }),
   };
 
   const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits });
@@ -229,6 +250,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const close = (): Promise<void> => {
     closing ??= (async () => {
       clearTimeout(renewal);
+      crlPublisher.stop();
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),

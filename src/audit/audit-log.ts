@@ -11,7 +11,8 @@ export type AuditEventType =
   | "issuance.prepared"
   | "issuance.signed"
   | "issuance.failed"
-  | "issuance.refused";
+  | "issuance.refused"
+  | "certificate.revoked";
 
 /**
  * One append-only audit record. `actor` names the principal (`apikey:<id>`, `token:<id>`, `system`) and

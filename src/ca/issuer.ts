@@ -2,7 +2,9 @@ import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { HsmUnavailableError, InternalError } from "../common/errors.js";
 import type { Signer, SignatureAlgorithmName } from "../signer/signer.js";
 import type { AuthorityRecord } from "./model.js";
+import { createCrl } from "./ceremony.js";
 import { certificateFields } from "./x509/ca-certificates.js";
+import type { CrlEntry } from "./x509/crl.js";
 import { assembleSignedStructure } from "./x509/signed.js";
 import { WorkloadCertificateTemplate } from "./x509/workload-template.js";
 
@@ -63,6 +65,16 @@ export class Issuer {
       signatureAlgorithm: signer.signatureAlgorithm,
       ...urls,
     });
+  }
+
+  /** A CRL signed by this issuer's key (see `createCrl`): signed once, verified, never with another key. */
+  issueCrl(input: {
+    readonly crlNumber: bigint;
+    readonly thisUpdate: Date;
+    readonly nextUpdate: Date;
+    readonly entries: Iterable<CrlEntry>;
+  }): Promise<Buffer> {
+    return createCrl({ signer: this.signer, issuerCertificateDer: this.authority.certificateDer, ...input });
   }
 
   get id(): string {

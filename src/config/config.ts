@@ -36,6 +36,10 @@ export interface Config {
     readonly maxAliases: number;
     readonly maxTokens: number;
   };
+  readonly crl: {
+    /** nextUpdate - thisUpdate of intermediate CRLs. */
+    readonly validitySeconds: number;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -87,6 +91,9 @@ const schema = z
         maxTokens: positiveInt.default(5000),
       })
       .prefault({}),
+    crl: z
+      .object({ validitySeconds: positiveInt.min(600).max(30 * 86400).default(86400) })
+      .prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -110,6 +117,7 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_BACKDATE_SECONDS: "issuance.backdateSeconds",
   ANCHORAGE_MAX_BATCH_SIZE: "issuance.maxBatchSize",
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
+  ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

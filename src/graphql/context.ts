@@ -4,6 +4,7 @@ import type { IssuanceService } from "../ca/issuance-service.js";
 import type { ApiKeyService } from "../policy/api-keys.js";
 import type { EnrollmentTokenService } from "../policy/enrollment-tokens.js";
 import type { Principal } from "../policy/principal.js";
+import type { RevocationService } from "../revocation/revocation-service.js";
 
 /** The domain services a request may reach. Built once by the composition root. */
 export interface Services {
@@ -12,6 +13,7 @@ export interface Services {
   readonly apiKeys: ApiKeyService;
   readonly authorities: AuthorityService;
   readonly certificates: CertificateService;
+  readonly revocation: RevocationService;
 }
 
 /** Per-request context, built by the HTTP layer from the connection and headers. */

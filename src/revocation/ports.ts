@@ -1,3 +1,5 @@
+import type { AuditEvent } from "../audit/audit-log.js";
+
 /** The current CRL of one authority, as served at /crl/<authority-id>.crl. */
 export interface StoredCrl {
   readonly authorityId: string;
@@ -11,4 +13,29 @@ export interface StoredCrl {
 export interface CrlRepository {
   save(crl: StoredCrl): void;
   get(authorityId: string): StoredCrl | undefined;
+}
+
+/** One entry of a CRL, as the store hands it out. */
+export interface RevokedEntry {
+  readonly serial: string;
+  readonly revokedAt: Date;
+  readonly reason: string;
+}
+
+export type RevocationOutcome =
+  | { readonly kind: "revoked"; readonly authorityId: string }
+  | { readonly kind: "already-revoked"; readonly authorityId: string }
+  | { readonly kind: "not-found" };
+
+/** Port implemented by the store: revocation records and CRL numbering. */
+export interface RevocationRepository {
+  /**
+   * Marks an issued certificate revoked and appends the audit event, in one transaction. A certificate that
+   * is already revoked keeps its first time and reason (the call is idempotent); nothing is written then.
+   */
+  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent): RevocationOutcome;
+  /** Revoked certificates of an authority that have not expired at `now`, streamed (CRLs can be large). */
+  revokedEntries(authorityId: string, now: Date): Iterable<RevokedEntry>;
+  /** The next CRL number of an authority: strictly greater than any reserved before. */
+  reserveCrlNumber(authorityId: string): bigint;
 }

@@ -93,4 +93,17 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- Revoked certificates of one authority, for CRL building without a full scan.
+      CREATE INDEX certificates_revoked ON certificates(authority_id, revoked_at) WHERE revoked_at IS NOT NULL;
+
+      -- CRL numbers are reserved here before signing, so they only ever go up, across restarts and processes.
+      CREATE TABLE crl_counters (
+        authority_id TEXT PRIMARY KEY REFERENCES authorities(id),
+        last_number INTEGER NOT NULL
+      );
+    `,
+  },
 ];

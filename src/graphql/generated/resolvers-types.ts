@@ -64,6 +64,11 @@ export type Mutation = {
   readonly issueCertificate: IssuedCertificate;
   /** Issues up to the operator's batch limit (default 64) in one call; each item succeeds or fails alone. */
   readonly issueCertificates: ReadonlyArray<IssueCertificateResult>;
+  /**
+   * Revokes an issued certificate. Admin. Idempotent: revoking again returns the certificate with its first
+   * revocation time and reason. The issuer's CRL is rebuilt before this returns.
+   */
+  readonly revokeCertificate: Certificate;
 };
 
 
@@ -85,6 +90,28 @@ export type MutationIssueCertificateArgs = {
 export type MutationIssueCertificatesArgs = {
   inputs: ReadonlyArray<IssueCertificateInput>;
 };
+
+
+export type MutationRevokeCertificateArgs = {
+  input: RevokeCertificateInput;
+};
+
+export type RevokeCertificateInput = {
+  /** Lower-case hex, no separators. */
+  readonly serial: Scalars['String']['input'];
+  /** UNSPECIFIED when omitted. */
+  readonly reason?: InputMaybe<RevocationReason>;
+};
+
+/** RFC 5280 CRLReason values that may be given (certificateHold is not offered). */
+export type RevocationReason =
+  | 'UNSPECIFIED'
+  | 'KEY_COMPROMISE'
+  | 'CA_COMPROMISE'
+  | 'AFFILIATION_CHANGED'
+  | 'SUPERSEDED'
+  | 'CESSATION_OF_OPERATION'
+  | 'PRIVILEGE_WITHDRAWN';
 
 /** A certificate authority known to this service. */
 export type Authority = {
@@ -220,7 +247,7 @@ export type Certificate = {
   readonly notAfter: Scalars['String']['output'];
   readonly status: CertificateStatus;
   readonly revokedAt: Maybe<Scalars['String']['output']>;
-  readonly revocationReason: Maybe<Scalars['String']['output']>;
+  readonly revocationReason: Maybe<RevocationReason>;
   readonly issuerId: Scalars['String']['output'];
   /** Who obtained it: `token:<id>` or `apikey:<id>`. */
   readonly requester: Scalars['String']['output'];
@@ -331,6 +358,8 @@ export type ResolversTypes = {
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   Mutation: ResolverTypeWrapper<{}>;
+  RevokeCertificateInput: RevokeCertificateInput;
+  RevocationReason: RevocationReason;
   Authority: ResolverTypeWrapper<AuthorityRecord>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   AuthorityKind: AuthorityKind;
@@ -360,6 +389,7 @@ export type ResolversParentTypes = {
   String: Scalars['String']['output'];
   Int: Scalars['Int']['output'];
   Mutation: {};
+  RevokeCertificateInput: RevokeCertificateInput;
   Authority: AuthorityRecord;
   ID: Scalars['ID']['output'];
   TrustBundle: TrustBundleModel;
@@ -391,6 +421,7 @@ export type MutationResolvers<ContextType = GraphQLContext, ParentType extends R
   createEnrollmentToken?: Resolver<ResolversTypes['EnrollmentToken'], ParentType, ContextType, RequireFields<MutationCreateEnrollmentTokenArgs, 'input'>>;
   issueCertificate?: Resolver<ResolversTypes['IssuedCertificate'], ParentType, ContextType, RequireFields<MutationIssueCertificateArgs, 'input'>>;
   issueCertificates?: Resolver<ReadonlyArray<ResolversTypes['IssueCertificateResult']>, ParentType, ContextType, RequireFields<MutationIssueCertificatesArgs, 'inputs'>>;
+  revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
 };
 
 export type AuthorityResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Authority'] = ResolversParentTypes['Authority']> = {
@@ -464,7 +495,7 @@ export type CertificateResolvers<ContextType = GraphQLContext, ParentType extend
   notAfter?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   status?: Resolver<ResolversTypes['CertificateStatus'], ParentType, ContextType>;
   revokedAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
-  revocationReason?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  revocationReason?: Resolver<Maybe<ResolversTypes['RevocationReason']>, ParentType, ContextType>;
   issuerId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   requester?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   keyType?: Resolver<ResolversTypes['String'], ParentType, ContextType>;

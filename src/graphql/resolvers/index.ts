@@ -3,6 +3,7 @@ import { createApiKey } from "./Mutation/createApiKey.js";
 import { createEnrollmentToken } from "./Mutation/createEnrollmentToken.js";
 import { issueCertificate } from "./Mutation/issueCertificate.js";
 import { issueCertificates } from "./Mutation/issueCertificates.js";
+import { revokeCertificate } from "./Mutation/revokeCertificate.js";
 import { authorities } from "./Query/authorities.js";
 import { certificate } from "./Query/certificate.js";
 import { certificates } from "./Query/certificates.js";
@@ -15,7 +16,7 @@ import { TrustBundle } from "./types/TrustBundle.js";
 
 export const resolvers: Resolvers = {
   Query: { trustBundle, authorities, certificate, certificates },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate },
   Authority,
   Certificate,
   EnrollmentToken,

@@ -1,5 +1,6 @@
 import { certificateStatus } from "../../../ca/model.js";
 import { certificateToPem } from "../../../common/pem.js";
+import { isRevocationReason } from "../../../revocation/reasons.js";
 import type { CertificateResolvers } from "../../generated/resolvers-types.js";
 
 export const Certificate: CertificateResolvers = {
@@ -8,5 +9,7 @@ export const Certificate: CertificateResolvers = {
   notAfter: (record) => record.notAfter.toISOString(),
   status: (record, _args, context) => certificateStatus(record, context.services.certificates.now()),
   revokedAt: (record) => record.revokedAt?.toISOString() ?? null,
+  revocationReason: (record) =>
+    record.revocationReason !== null && isRevocationReason(record.revocationReason) ? record.revocationReason : null,
   issuerId: (record) => record.authorityId,
 };

@@ -1,0 +1,56 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { CertificateRecord } from "../ca/model.js";
+import type { CertificateQuery } from "../ca/ports.js";
+import type { Clock } from "../common/clock.js";
+import { BadUserInputError, InternalError, NotFoundError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import { requireRole } from "../policy/api-keys.js";
+import { actorOf, type Principal } from "../policy/principal.js";
+import type { RevocationRepository } from "./ports.js";
+import type { RevocationReason } from "./reasons.js";
+
+const SERIAL = /^[0-9a-f]{1,40}$/;
+
+/**
+ * Revokes certificates. Revoking twice is idempotent: the first time and reason stand. Every revocation is
+ * audited and triggers a rebuild of the issuer's CRL before the call returns, so the next CRL fetch sees it.
+ */
+export class RevocationService {
+  constructor(
+    private readonly deps: {
+      readonly repository: RevocationRepository;
+      readonly certificates: CertificateQuery;
+      readonly audit: AuditLog;
+      readonly clock: Clock;
+      readonly logger: Logger;
+      /** Called after a revocation is durable; the CRL publisher's rebuild. */
+      readonly onRevoked: (authorityId: string) => Promise<void>;
+    },
+  ) {}
+
+  async revoke(principal: Principal, serial: string, reason: RevocationReason = "UNSPECIFIED"): Promise<CertificateRecord> {
+    requireRole(principal, "ADMIN");
+    const normalised = serial.toLowerCase();
+    if (!SERIAL.test(normalised)) throw new BadUserInputError("serial must be lower-case hex without separators");
+    const now = this.deps.clock.now();
+    const outcome = this.deps.repository.revoke(normalised, reason, now, {
+      type: "certificate.revoked",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: normalised,
+      details: { reason },
+    });
+    if (outcome.kind === "not-found") throw new NotFoundError(`no issued certificate has serial ${normalised}`);
+    if (outcome.kind === "revoked") {
+      try {
+        await this.deps.onRevoked(outcome.authorityId);
+      } catch (error) {
+        // The revocation stands (it is durable); the CRL timer retries. Say so rather than hide it.
+        this.deps.logger.error({ err: error, serial: normalised }, "CRL rebuild after revocation failed");
+      }
+    }
+    const record = this.deps.certificates.get(normalised, now);
+    if (!record) throw new InternalError("a revoked certificate could not be read back");
+    return record;
+  }
+}

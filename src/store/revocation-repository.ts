@@ -1,0 +1,56 @@
+import type { AuditEvent } from "../audit/audit-log.js";
+import type { RevocationOutcome, RevocationRepository, RevokedEntry } from "../revocation/ports.js";
+import type { SqliteAuditEventRepository } from "./audit-event-repository.js";
+import { inTransaction, type SqliteDatabase } from "./database.js";
+
+export class SqliteRevocationRepository implements RevocationRepository {
+  private readonly statements;
+
+  constructor(
+    private readonly db: SqliteDatabase,
+    private readonly audit: SqliteAuditEventRepository,
+  ) {
+    this.statements = {
+      find: db.prepare("SELECT authority_id, revoked_at FROM certificates WHERE serial = ? AND state = 'issued'"),
+      revoke: db.prepare(
+        "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND state = 'issued' AND revoked_at IS NULL",
+      ),
+      revoked: db.prepare(
+        `SELECT serial, revoked_at, revocation_reason FROM certificates
+         WHERE authority_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial`,
+      ),
+      reserve: db
+        .prepare(
+          `INSERT INTO crl_counters (authority_id, last_number) VALUES (?, 1)
+           ON CONFLICT (authority_id) DO UPDATE SET last_number = last_number + 1 RETURNING last_number`,
+        )
+        .safeIntegers(true),
+    };
+  }
+
+  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent): RevocationOutcome {
+    return inTransaction(this.db, () => {
+      const row = this.statements.find.get(serial) as { authority_id: string; revoked_at: number | null } | undefined;
+      if (!row) return { kind: "not-found" } as const;
+      if (row.revoked_at !== null) return { kind: "already-revoked", authorityId: row.authority_id } as const;
+      this.statements.revoke.run(revokedAt.getTime(), reason, serial);
+      this.audit.append(audit, revokedAt);
+      return { kind: "revoked", authorityId: row.authority_id } as const;
+    });
+  }
+
+  *revokedEntries(authorityId: string, now: Date): Iterable<RevokedEntry> {
+    const rows = this.statements.revoked.iterate(authorityId, now.getTime()) as IterableIterator<{
+      serial: string;
+      revoked_at: number;
+      revocation_reason: string;
+    }>;
+    for (const row of rows) {
+      yield { serial: row.serial, revokedAt: new Date(row.revoked_at), reason: row.revocation_reason };
+    }
+  }
+
+  reserveCrlNumber(authorityId: string): bigint {
+    return this.statements.reserve.pluck().get(authorityId) as bigint;
+  }
+}
