@@ -10,6 +10,7 @@ import { SqliteAuthorityRepository } from "../../src/store/authority-repository.
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { GroupCommitter } from "../../src/store/group-commit.js";
+import { MIGRATIONS } from "../../src/store/migrations.js";
 import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
 
 const NOW = new Date(Date.UTC(2026, 10, 22, 12));
@@ -82,7 +83,7 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
   it("opens in WAL mode with full durability and the schema migrated", () => {
     expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
     expect(db.pragma("synchronous", { simple: true })).toBe(2);
-    expect(count("SELECT max(version) FROM schema_migrations")).toBe(1);
+    expect(count("SELECT max(version) FROM schema_migrations")).toBe(Math.max(...MIGRATIONS.map((migration) => migration.version)));
   });
 
   it("reserves, completes and then serves a certificate, with an audit event per step", async () => {
