@@ -7,7 +7,7 @@ import cluster from "node:cluster";
 import { webcrypto } from "node:crypto";
 import { once } from "node:events";
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { isIP, isIPv4, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as x509 from "@peculiar/x509";
@@ -57,6 +57,26 @@ async function listen(server: Server, port: number, host: string): Promise<numbe
   return (server.address() as AddressInfo).port;
 }
 
+/**
+ * The 4 or 16 octets of an IP address literal, as an iPAddress SAN holds them; undefined for forms we do
+ * not expand (an IPv6 address with an embedded IPv4 part, or a zone).
+ */
+function ipAddressOctets(address: string): Buffer | undefined {
+  if (isIPv4(address)) return Buffer.from(address.split(".").map(Number));
+  if (isIP(address) !== 6 || address.includes(".") || address.includes("%")) return undefined;
+  const [head = "", tail = ""] = address.split("::");
+  const groups = (part: string): string[] => (part === "" ? [] : part.split(":"));
+  const left = groups(head);
+  const right = groups(tail);
+  const middle: string[] = address.includes("::") ? new Array<string>(8 - left.length - right.length).fill("0") : [];
+  return Buffer.from(
+    [...left, ...middle, ...right].flatMap((group) => {
+      const value = Number.parseInt(group, 16);
+      return [value >> 8, value & 0xff];
+    }),
+  );
+}
+
 function baseUrlOf(config: Config, httpPort: number): string {
   if (config.publicBaseUrl) return config.publicBaseUrl;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
@@ -79,9 +99,12 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
     },
     webcrypto as unknown as Crypto,
   );
+  // The listen address as an IP SAN too, so that clients may connect by address (https://127.0.0.1:8443).
+  const octets = ipAddressOctets(config.host);
+  const ipAddresses = octets ? [octets] : [];
   const issued = await issuance.issueTrusted(
     { csr: csr.toString("pem"), ttlSeconds: config.issuance.maxTtlSeconds },
-    { requester: "system:anchorage", spiffeId, dnsNames, maxTtlSeconds: config.issuance.maxTtlSeconds },
+    { requester: "system:anchorage", spiffeId, dnsNames, maxTtlSeconds: config.issuance.maxTtlSeconds, ipAddresses },
   );
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey));
   return {

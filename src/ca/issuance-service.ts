@@ -226,6 +226,7 @@ export class IssuanceService {
       keyType: csr.keyType,
       spiffeId: csr.spiffeId,
       dnsNames: csr.dnsNames,
+      ...(grant.ipAddresses?.length ? { ipAddresses: grant.ipAddresses } : {}),
     };
     const problems = lintWorkloadCertificate(fields, {
       trustDomain: this.deps.settings.trustDomain,

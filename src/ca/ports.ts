@@ -78,6 +78,8 @@ export interface IssuanceGrant {
   readonly dnsNames: readonly string[];
   readonly maxTtlSeconds: number;
   readonly consumeTokenHash?: Buffer;
+  /** iPAddress SANs to add; only trusted grants (the service's own certificate) carry them. */
+  readonly ipAddresses?: readonly Buffer[];
 }
 
 /** Port implemented by `src/policy`: turns credentials into a grant or throws `UnauthenticatedError`. */

@@ -56,6 +56,11 @@ export interface WorkloadCertificateFields {
   /** The `spiffe://` ID; its syntax is the policy layer's job, the template only encodes it. */
   readonly spiffeId: string;
   readonly dnsNames: readonly string[];
+  /**
+   * iPAddress SANs (4 or 16 octets each), after the DNS names. Workload CSRs never get them (policy refuses
+   * IP SANs); the service's own HTTPS certificate does, so clients can connect to its listen address.
+   */
+  readonly ipAddresses?: readonly Buffer[];
 }
 
 const OID_BASIC_CONSTRAINTS = "2.5.29.19";
@@ -77,6 +82,7 @@ const KEY_ENCIPHERMENT = 2;
 
 // GeneralName CHOICE tags (RFC 5280 §4.2.1.6, IMPLICIT): dNSName [2], uniformResourceIdentifier [6].
 const GENERAL_NAME_DNS = 0x82;
+const GENERAL_NAME_IP = 0x87;
 const GENERAL_NAME_URI = 0x86;
 
 const SHA1_LENGTH = 20;
@@ -215,6 +221,11 @@ export class WorkloadCertificateTemplate {
       assertIa5(dnsName, "dnsNames");
       generalNamesLength += tlvSize(dnsName.length);
     }
+    const ipAddresses = fields.ipAddresses ?? [];
+    for (const address of ipAddresses) {
+      if (address.length !== 4 && address.length !== 16) throw new TypeError("ipAddresses must be 4 or 16 octets each");
+      generalNamesLength += tlvSize(address.length);
+    }
     const sanValueLength = tlvSize(generalNamesLength);
     const sanContentLength = SAN_EXTENSION_PREFIX.length + tlvSize(sanValueLength);
 
@@ -261,6 +272,10 @@ export class WorkloadCertificateTemplate {
     for (const dnsName of dnsNames) {
       at = writeHeader(out, at, GENERAL_NAME_DNS, dnsName.length);
       at += out.write(dnsName, at, "latin1");
+    }
+    for (const address of ipAddresses) {
+      at = writeHeader(out, at, GENERAL_NAME_IP, address.length);
+      at = put(out, at, address);
     }
     at = put(out, at, this.#extensionsAfterSan);
     if (at !== out.length) throw new Error(`workload TBS length mismatch: wrote ${at} of ${out.length} octets`);

@@ -454,4 +454,33 @@ describe("WorkloadCertificateTemplate", () => {
     first.fill(0);
     expect(template.buildTbs(fields).equals(copy)).toBe(true);
   });
+
+  it("appends iPAddress SANs after the DNS names, for the service's own certificate", () => {
+    const template = new WorkloadCertificateTemplate(issuerFor("ecdsa-with-SHA256"));
+    const fields = {
+      serialNumber: SERIAL_HIGH_BIT,
+      notBefore: NOT_BEFORE,
+      notAfter: NOT_AFTER,
+      subjectPublicKeyInfo: GOLDEN_SPKI,
+      keyType: "ec" as const,
+      spiffeId: SPIFFE_ID,
+      dnsNames: ["localhost"],
+    };
+    const withAddresses = template.buildTbs({
+      ...fields,
+      ipAddresses: [Buffer.from([127, 0, 0, 1]), Buffer.from("00000000000000000000000000000001", "hex")],
+    });
+    const tbs = AsnConvert.parse(withAddresses, TBSCertificate);
+    const sanExtension = tbs.extensions?.find((extension) => extension.extnID === "2.5.29.17");
+    const names = AsnConvert.parse(sanExtension?.extnValue.buffer as ArrayBuffer, SubjectAlternativeName);
+    expect(names.map((name) => name.uniformResourceIdentifier ?? name.dNSName ?? name.iPAddress)).toEqual([
+      SPIFFE_ID,
+      "localhost",
+      "127.0.0.1",
+      "::1",
+    ]);
+    expect(() => template.buildTbs({ ...fields, ipAddresses: [Buffer.from([1, 2, 3])] })).toThrow(/4 or 16 octets/);
+    // Without addresses the encoding is exactly what it was before they existed.
+    expect(template.buildTbs({ ...fields, ipAddresses: [] }).equals(template.buildTbs(fields))).toBe(true);
+  });
 });
