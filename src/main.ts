@@ -34,6 +34,8 @@ import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener
 import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CrlPublisher } from "./revocation/crl-publisher.js";
+import { ocspErrorResponse } from "./revocation/ocsp-codec.js";
+import { DEFAULT_OCSP_SETTINGS, OcspResponder } from "./revocation/ocsp-responder.js";
 import { RevocationService } from "./revocation/revocation-service.js";
 import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollment-tokens.js";
 import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
@@ -42,6 +44,7 @@ import { SqliteAuthorityRepository } from "./store/authority-repository.js";
 import { SqliteCertificateStore } from "./store/certificate-store.js";
 import { SqliteCrlRepository } from "./store/crl-repository.js";
 import { SqliteRevocationRepository } from "./store/revocation-repository.js";
+import { SqliteOcspRepository } from "./store/ocsp-repository.js";
 import { inTransaction, openDatabase } from "./store/database.js";
 import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository } from "./store/policy-repositories.js";
 
@@ -186,7 +189,13 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     }
     return { database, hsm: await keyStore.isHealthy() };
   };
-  const publicListener = createPublicListener({ authorities, crls, readiness, logger: logger.child({ component: "http" }) });
+  // The responder needs the issuer, which needs the listener's port for its URLs: bind late.
+  let ocspResponder: OcspResponder | undefined;
+  const ocsp = {
+    respond: (der: Buffer) =>
+      ocspResponder ? ocspResponder.respond(der) : Promise.resolve({ der: ocspErrorResponse("tryLater"), cacheable: false as const }),
+  };
+  const publicListener = createPublicListener({ authorities, crls, readiness, ocsp, clock, logger: logger.child({ component: "http" }) });
   const httpPort = await listen(publicListener, config.httpPort, config.host);
   const baseUrl = baseUrlOf(config, httpPort);
 
@@ -199,6 +208,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     authorizer: enrollmentTokens,
     ledger: certificateStore,
     activeIssuer: () => issuer,
+    onIssued: (certificates) => presignOcsp.presign(certificates),
     audit,
     clock,
     logger: logger.child({ component: "issuance" }),
@@ -213,6 +223,16 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     settings: config.crl,
   });
   await crlPublisher.start();
+  ocspResponder = new OcspResponder({
+    repository: new SqliteOcspRepository(db),
+    keyStore,
+    issuers: () => [issuer],
+    clock,
+    logger: logger.child({ component: "ocsp" }),
+    settings: { ...DEFAULT_OCSP_SETTINGS, responseValiditySeconds: config.ocsp.responseValiditySeconds },
+  });
+  await ocspResponder.start();
+  const presignOcsp = ocspResponder;
   const services: Services = {
     issuance,
     enrollmentTokens,
@@ -225,7 +245,9 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       audit,
       clock,
       logger: logger.child({ component: "revocation" }),
-      onRevoked: (authorityId) => crlPublisher.rebuild(authorityId),
+      onRevoked: async (authorityId, serial) => {
+        await Promise.all([crlPublisher.rebuild(authorityId), ocspResponder?.refresh(authorityId, serial)]);
+      },
     }),
   };
 
@@ -274,6 +296,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     closing ??= (async () => {
       clearTimeout(renewal);
       crlPublisher.stop();
+      ocspResponder?.stop();
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),

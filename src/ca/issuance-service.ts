@@ -80,6 +80,8 @@ export class IssuanceService {
       readonly clock: Clock;
       readonly logger: Logger;
       readonly settings: IssuanceSettings;
+      /** Told about certificates once they are durable (e.g. to pre-sign their OCSP responses). */
+      readonly onIssued?: (certificates: readonly { authorityId: string; serial: string }[]) => void;
     },
   ) {}
 
@@ -152,6 +154,7 @@ export class IssuanceService {
       if (signature.status === "fulfilled") {
         const der = signature.value;
         completed.push({
+          authorityId: plan.issuer.id,
           serial: prepared.serial,
           der,
           fingerprintSha256: createHash("sha256").update(der).digest("hex"),
@@ -197,6 +200,9 @@ export class IssuanceService {
       completed.length > 0 ? this.deps.ledger.complete(completed, now) : undefined,
       abandoned.length > 0 ? this.deps.ledger.abandon(abandoned, now) : undefined,
     ]);
+    if (completed.length > 0 && this.deps.onIssued) {
+      this.deps.onIssued(completed.map((item) => ({ authorityId: item.authorityId, serial: item.serial })));
+    }
     return outcomes as IssuanceOutcome[];
   }
 

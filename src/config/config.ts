@@ -40,6 +40,10 @@ export interface Config {
     /** nextUpdate - thisUpdate of intermediate CRLs. */
     readonly validitySeconds: number;
   };
+  readonly ocsp: {
+    /** nextUpdate - thisUpdate of OCSP responses. */
+    readonly responseValiditySeconds: number;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -94,6 +98,9 @@ const schema = z
     crl: z
       .object({ validitySeconds: positiveInt.min(600).max(30 * 86400).default(86400) })
       .prefault({}),
+    ocsp: z
+      .object({ responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600) })
+      .prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -118,6 +125,7 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_MAX_BATCH_SIZE: "issuance.maxBatchSize",
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
+  ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

@@ -1,4 +1,5 @@
 import { GraphQLError } from "graphql";
+import type { Plugin } from "graphql-yoga";
 import { AnchorageError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 
@@ -14,7 +15,8 @@ export function createErrorMasker(logger: Logger) {
       });
     }
     // Parse, validation and argument coercion errors: the client's query is at fault, and saying how is safe.
-    if (error instanceof GraphQLError && !error.originalError) {
+    // graphql-js wraps a bad variable value's own GraphQLError in another one, hence the second test.
+    if (error instanceof GraphQLError && (!error.originalError || error.originalError instanceof GraphQLError)) {
       return new GraphQLError(error.message, {
         nodes: error.nodes,
         path: error.path,
@@ -32,4 +34,31 @@ export function createErrorMasker(logger: Logger) {
 /** The shape of an expected failure inside a batch result. */
 export function errorPayload(error: AnchorageError): { code: string; message: string } {
   return { code: error.code, message: error.code === "INTERNAL" ? "internal error" : error.message };
+}
+
+/**
+ * yoga reports parse and validation failures itself, without passing them through `maskError`, and gives
+ * them codes outside our fixed set (GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED). This plugin gives
+ * them BAD_USER_INPUT, keeping the message, the locations and yoga's HTTP status.
+ */
+export function useClientErrorCodes(): Plugin {
+  const recode = (error: Error): GraphQLError =>
+    error instanceof GraphQLError ? recodeGraphQLError(error) : new GraphQLError(error.message, { extensions: { code: "BAD_USER_INPUT" } });
+  const recodeGraphQLError = (error: GraphQLError): GraphQLError =>
+    new GraphQLError(error.message, {
+      nodes: error.nodes,
+      source: error.source,
+      positions: error.positions,
+      path: error.path,
+      originalError: error.originalError,
+      extensions: { ...error.extensions, code: "BAD_USER_INPUT" },
+    });
+  return {
+    onValidate: () => ({ result, setResult }) => {
+      if (result.length > 0) setResult(result.map(recode));
+    },
+    onParse: () => ({ result, replaceParseResult }) => {
+      if (result instanceof GraphQLError) replaceParseResult(recode(result));
+    },
+  };
 }

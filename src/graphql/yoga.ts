@@ -5,7 +5,7 @@ import { maxTokensPlugin } from "@escape.tech/graphql-armor-max-tokens";
 import { createSchema, createYoga, type YogaServerInstance } from "graphql-yoga";
 import type { Logger } from "../common/logger.js";
 import type { GraphQLContext } from "./context.js";
-import { createErrorMasker } from "./errors.js";
+import { createErrorMasker, useClientErrorCodes } from "./errors.js";
 import { resolvers } from "./resolvers/index.js";
 import { loadSchemaSdl } from "./schema.js";
 
@@ -48,6 +48,7 @@ export function createGraphQLServer(options: { logger: Logger; limits: GraphQLLi
       maxDepthPlugin({ n: limits.maxQueryDepth, flattenFragments: true, ignoreIntrospection: false }),
       maxAliasesPlugin({ n: limits.maxAliases }),
       maxDirectivesPlugin({ n: 20 }),
+      useClientErrorCodes(),
     ],
   });
 }

@@ -1,9 +1,22 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AuthorityService } from "../ca/authority-service.js";
+import { createHash } from "node:crypto";
 import { spiffeBundleJson } from "../ca/spiffe-bundle.js";
+import type { Clock } from "../common/clock.js";
+import { ocspErrorResponse } from "../revocation/ocsp-codec.js";
+import type { OcspAnswer } from "../revocation/ocsp-responder.js";
+import { BodyTooLargeError, readBody } from "./body.js";
 import type { Logger } from "../common/logger.js";
 import { certificateToPem } from "../common/pem.js";
 import type { CrlRepository } from "../revocation/ports.js";
+
+/** The OCSP side of the listener: one DER request in, one DER response out (never throws). */
+export interface OcspEndpoint {
+  respond(requestDer: Buffer): Promise<OcspAnswer>;
+}
+
+/** Largest OCSP request body accepted; a request with the maximum number of CertIDs is far smaller. */
+const MAX_OCSP_REQUEST_BYTES = 16 * 1024;
 
 export interface Readiness {
   readonly database: boolean;
@@ -25,16 +38,45 @@ export function createPublicListener(options: {
   readonly authorities: AuthorityService;
   readonly crls: CrlRepository;
   readonly readiness: () => Promise<Readiness>;
+  readonly ocsp: OcspEndpoint;
+  readonly clock: Clock;
   readonly logger: Logger;
 }): Server {
-  const { authorities, crls, readiness, logger } = options;
+  const { authorities, crls, readiness, ocsp, clock, logger } = options;
+
+  const sendOcsp = (request: IncomingMessage, response: ServerResponse, answer: OcspAnswer): void => {
+    const headers: Record<string, string> = { "content-type": "application/ocsp-response" };
+    if (answer.cacheable) {
+      // RFC 5019 §6: caches may keep the response until nextUpdate; the ETag lets them revalidate cheaply.
+      const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - clock.now().getTime()) / 1000));
+      const etag = `"${createHash("sha256").update(answer.der).digest("hex")}"`;
+      Object.assign(headers, {
+        "cache-control": `max-age=${maxAge}, public, no-transform, must-revalidate`,
+        "last-modified": answer.thisUpdate.toUTCString(),
+        expires: answer.nextUpdate.toUTCString(),
+        etag,
+      });
+      if (request.headers["if-none-match"] === etag) {
+        response.writeHead(304, headers).end();
+        return;
+      }
+    } else {
+      headers["cache-control"] = "no-store";
+    }
+    send(response, 200, headers["content-type"] as string, answer.der, headers);
+  };
 
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    const rawPath = request.url ?? "/";
+    if (rawPath === "/ocsp" || rawPath.startsWith("/ocsp/") || rawPath.startsWith("//ocsp")) {
+      await handleOcsp(request, response, rawPath);
+      return;
+    }
     if (request.method !== "GET" && request.method !== "HEAD") {
       send(response, 405, "text/plain", "method not allowed\n", { allow: "GET, HEAD" });
       return;
     }
-    const path = new URL(request.url ?? "/", "http://anchorage.invalid").pathname;
+    const path = new URL(rawPath, "http://anchorage.invalid").pathname;
     if (path === "/healthz") {
       send(response, 200, "application/json", '{"status":"ok"}\n');
       return;
@@ -74,6 +116,47 @@ export function createPublicListener(options: {
       }
     }
     send(response, 404, "text/plain", "not found\n");
+  };
+
+  /**
+   * RFC 6960 Appendix A: POST with the DER body, or GET with the base64 DER in the path. Real clients
+   * percent-encode the base64 or not, turn "+" into a space, and add a double slash; all are accepted.
+   */
+  const handleOcsp = async (request: IncomingMessage, response: ServerResponse, rawPath: string): Promise<void> => {
+    let der: Buffer;
+    if (request.method === "POST") {
+      const type = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
+      if (type !== "application/ocsp-request") {
+        request.resume();
+        send(response, 415, "text/plain", "OCSP requests are application/ocsp-request\n");
+        return;
+      }
+      try {
+        der = await readBody(request, MAX_OCSP_REQUEST_BYTES);
+      } catch (error) {
+        if (!(error instanceof BodyTooLargeError)) throw error;
+        send(response, 413, "text/plain", `OCSP requests are at most ${MAX_OCSP_REQUEST_BYTES} bytes\n`);
+        return;
+      }
+    } else if (request.method === "GET" || request.method === "HEAD") {
+      const encoded = rawPath.replace(/^\/+ocsp\/*/, "");
+      if (encoded.length === 0 || encoded.length > MAX_OCSP_REQUEST_BYTES * 2) {
+        send(response, 400, "text/plain", "GET /ocsp/<base64 DER OCSP request>\n");
+        return;
+      }
+      let base64: string;
+      try {
+        base64 = decodeURIComponent(encoded).replaceAll(" ", "+");
+      } catch {
+        sendOcsp(request, response, { der: ocspErrorResponse("malformedRequest"), cacheable: false });
+        return;
+      }
+      der = Buffer.from(base64, base64.includes("-") || base64.includes("_") ? "base64url" : "base64");
+    } else {
+      send(response, 405, "text/plain", "method not allowed\n", { allow: "GET, POST" });
+      return;
+    }
+    sendOcsp(request, response, await ocsp.respond(der));
   };
 
   return createServer((request, response) => {

@@ -39,3 +39,44 @@ export interface RevocationRepository {
   /** The next CRL number of an authority: strictly greater than any reserved before. */
   reserveCrlNumber(authorityId: string): bigint;
 }
+
+/** A delegated OCSP responder certificate and the label of its key on the online token. */
+export interface OcspSignerRecord {
+  readonly keyLabel: string;
+  readonly authorityId: string;
+  readonly certificateDer: Buffer;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly createdAt: Date;
+}
+
+export type CertIdHash = "sha1" | "sha256";
+
+export interface StoredOcspResponse {
+  readonly authorityId: string;
+  readonly serial: string;
+  readonly hashAlgorithm: CertIdHash;
+  readonly der: Buffer;
+  readonly thisUpdate: Date;
+  readonly nextUpdate: Date;
+}
+
+export type CertificateRevocationStatus =
+  | { readonly kind: "good" }
+  | { readonly kind: "revoked"; readonly revokedAt: Date; readonly reason: string }
+  | { readonly kind: "unknown" };
+
+/** Port implemented by the store: responder certificates and pre-signed responses. */
+export interface OcspRepository {
+  newestSigner(authorityId: string): OcspSignerRecord | undefined;
+  insertSigner(record: OcspSignerRecord): void;
+  getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined;
+  /** Stores a response unless a newer one (later thisUpdate) is already there. */
+  saveResponse(response: StoredOcspResponse): void;
+  /** The status of `serial` as issued by `authorityId`; `unknown` when that authority never issued it. */
+  status(authorityId: string, serial: string): CertificateRevocationStatus;
+  /** Stored responses of unexpired certificates whose nextUpdate is before `before`, oldest first. */
+  responsesDue(before: Date, now: Date, limit: number): { authorityId: string; serial: string; hashAlgorithm: CertIdHash }[];
+  /** Drops stored responses of certificates that expired before `now`. */
+  deleteExpired(now: Date): number;
+}

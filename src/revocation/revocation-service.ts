@@ -13,7 +13,8 @@ const SERIAL = /^[0-9a-f]{1,40}$/;
 
 /**
  * Revokes certificates. Revoking twice is idempotent: the first time and reason stand. Every revocation is
- * audited and triggers a rebuild of the issuer's CRL before the call returns, so the next CRL fetch sees it.
+ * audited and, before the call returns, rebuilds the issuer's CRL and re-signs the stored OCSP responses, so
+ * the next CRL fetch and the next OCSP lookup both see it.
  */
 export class RevocationService {
   constructor(
@@ -24,7 +25,7 @@ export class RevocationService {
       readonly clock: Clock;
       readonly logger: Logger;
       /** Called after a revocation is durable; the CRL publisher's rebuild. */
-      readonly onRevoked: (authorityId: string) => Promise<void>;
+      readonly onRevoked: (authorityId: string, serial: string) => Promise<void>;
     },
   ) {}
 
@@ -43,7 +44,7 @@ export class RevocationService {
     if (outcome.kind === "not-found") throw new NotFoundError(`no issued certificate has serial ${normalised}`);
     if (outcome.kind === "revoked") {
       try {
-        await this.deps.onRevoked(outcome.authorityId);
+        await this.deps.onRevoked(outcome.authorityId, normalised);
       } catch (error) {
         // The revocation stands (it is durable); the CRL timer retries. Say so rather than hide it.
         this.deps.logger.error({ err: error, serial: normalised }, "CRL rebuild after revocation failed");

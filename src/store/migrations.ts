@@ -106,4 +106,32 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- Delegated OCSP responder certificates, one key per certificate, keys in the online token.
+      CREATE TABLE ocsp_signers (
+        key_label TEXT PRIMARY KEY,
+        authority_id TEXT NOT NULL REFERENCES authorities(id),
+        certificate_der BLOB NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX ocsp_signers_authority ON ocsp_signers(authority_id, not_after);
+
+      -- Pre-signed OCSP responses (no nonce), served without touching the HSM. One per CertID hash algorithm,
+      -- since a response must echo the request's CertID.
+      CREATE TABLE ocsp_responses (
+        authority_id TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        hash_algorithm TEXT NOT NULL CHECK (hash_algorithm IN ('sha1', 'sha256')),
+        der BLOB NOT NULL,
+        this_update INTEGER NOT NULL,
+        next_update INTEGER NOT NULL,
+        PRIMARY KEY (authority_id, serial, hash_algorithm)
+      ) WITHOUT ROWID;
+      CREATE INDEX ocsp_responses_next_update ON ocsp_responses(next_update);
+    `,
+  },
 ];

@@ -1,0 +1,315 @@
+import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
+import type { Issuer } from "../ca/issuer.js";
+import { buildName, certificateFields, inspectSubjectPublicKeyInfo } from "../ca/x509/ca-certificates.js";
+import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
+import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.js";
+import { buildOcspSignerTbs } from "../ca/x509/ocsp-signer.js";
+import type { Clock } from "../common/clock.js";
+import { InternalError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { KeyStore, Signer } from "../signer/signer.js";
+import {
+  OcspMalformedRequestError,
+  assembleOcspResponse,
+  buildResponseData,
+  certIdMatches,
+  issuerHashes,
+  ocspErrorResponse,
+  parseOcspRequest,
+  type CertId,
+  type IssuerHashes,
+  type OcspCertStatus,
+} from "./ocsp-codec.js";
+import type { CertIdHash, CertificateRevocationStatus, OcspRepository } from "./ports.js";
+import { REVOCATION_REASON_CODES, isRevocationReason } from "./reasons.js";
+
+export interface OcspSettings {
+  /** nextUpdate - thisUpdate of responses. */
+  readonly responseValiditySeconds: number;
+  /** Lifetime of a delegated responder certificate; renewed once two thirds of it have passed. */
+  readonly signerValiditySeconds: number;
+  /** CertIDs accepted in one request. */
+  readonly maxRequests: number;
+}
+
+export const DEFAULT_OCSP_SETTINGS: OcspSettings = {
+  responseValiditySeconds: 4 * 3600,
+  signerValiditySeconds: 30 * 86400,
+  maxRequests: 16,
+};
+
+/** What the HTTP layer sends back. `cacheable` answers carry validity for the HTTP caching headers. */
+export type OcspAnswer =
+  | { readonly der: Buffer; readonly cacheable: true; readonly thisUpdate: Date; readonly nextUpdate: Date }
+  | { readonly der: Buffer; readonly cacheable: false };
+
+interface Responder {
+  readonly issuer: Issuer;
+  readonly hashes: IssuerHashes;
+  readonly signer: Signer;
+  readonly certificateDer: Buffer;
+  readonly keyHash: Buffer;
+  readonly notAfter: Date;
+}
+
+const HASH_OIDS: Readonly<Record<CertIdHash, string>> = { sha1: "1.3.14.3.2.26", sha256: "2.16.840.1.101.3.4.2.1" };
+
+const MALFORMED = ocspErrorResponse("malformedRequest");
+const UNAUTHORIZED = ocspErrorResponse("unauthorized");
+const INTERNAL_ERROR = ocspErrorResponse("internalError");
+const TRY_LATER = ocspErrorResponse("tryLater");
+
+function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
+  if (status.kind !== "revoked") return status;
+  const code = isRevocationReason(status.reason) ? REVOCATION_REASON_CODES[status.reason] : 0;
+  return { kind: "revoked", revokedAt: status.revokedAt, ...(code ? { reason: code } : {}) };
+}
+
+/**
+ * RFC 6960 responder with the RFC 5019 profile. Each issuing CA has a delegated responder certificate
+ * (id-kp-OCSPSigning, ocsp-nocheck) whose key is in the HSM. Responses without a nonce are signed ahead of
+ * time (at issuance, on revocation, and before they expire) and served from storage, so a status lookup
+ * does not touch the HSM; a request with a nonce, several CertIDs, or for a serial we never issued is signed
+ * when it arrives. Storage is shared by every service process, so a revocation replaces the stored
+ * response for all of them at once.
+ */
+export class OcspResponder {
+  private responders = new Map<string, Responder>();
+  private timer: NodeJS.Timeout | undefined;
+  private presignQueue: { authorityId: string; serial: string }[] = [];
+  private presigning = false;
+
+  constructor(
+    private readonly deps: {
+      readonly repository: OcspRepository;
+      readonly keyStore: KeyStore;
+      readonly issuers: () => readonly Issuer[];
+      readonly clock: Clock;
+      readonly logger: Logger;
+      readonly settings: OcspSettings;
+    },
+  ) {}
+
+  /** Loads or creates the responder certificates, then keeps them and the stored responses fresh. */
+  async start(checkEveryMs = 60_000): Promise<void> {
+    await this.ensureResponders();
+    this.timer = setInterval(() => {
+      this.maintain().catch((error: unknown) => this.deps.logger.error({ err: error }, "OCSP maintenance failed"));
+    }, checkEveryMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Answers one DER OCSPRequest. Never throws: failures become OCSP error statuses. */
+  async respond(requestDer: Buffer): Promise<OcspAnswer> {
+    let request;
+    try {
+      request = parseOcspRequest(requestDer, { maxRequests: this.deps.settings.maxRequests });
+    } catch (error) {
+      if (error instanceof OcspMalformedRequestError) return { der: MALFORMED, cacheable: false };
+      throw error;
+    }
+    const first = request.requests[0] as CertId;
+    const responder = this.responderFor(first);
+    if (!responder || request.requests.some((certId) => this.responderFor(certId) !== responder)) {
+      return { der: UNAUTHORIZED, cacheable: false };
+    }
+    const now = this.deps.clock.now();
+    if (request.requests.length === 1 && request.nonce === undefined) {
+      const stored = this.deps.repository.getResponse(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
+      if (stored && stored.nextUpdate.getTime() > now.getTime()) {
+        return { der: stored.der, cacheable: true, thisUpdate: stored.thisUpdate, nextUpdate: stored.nextUpdate };
+      }
+    }
+    try {
+      const statuses = request.requests.map((certId) =>
+        this.deps.repository.status(responder.issuer.id, certId.serialNumber.toString("hex")),
+      );
+      const signed = await this.sign(responder, request.requests, statuses, now, request.nonce);
+      if (request.requests.length > 1 || request.nonce !== undefined) return { der: signed.der, cacheable: false };
+      // Responses for serials we issued are kept; for the rest (anyone can ask about any serial) they are not.
+      if (statuses[0]?.kind !== "unknown") {
+        this.deps.repository.saveResponse({
+          authorityId: responder.issuer.id,
+          serial: first.serialNumber.toString("hex"),
+          hashAlgorithm: first.hashAlgorithm,
+          ...signed,
+        });
+      }
+      return { der: signed.der, cacheable: true, thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate };
+    } catch (error) {
+      this.deps.logger.error({ err: error }, "OCSP signing failed");
+      return { der: error instanceof InternalError ? INTERNAL_ERROR : TRY_LATER, cacheable: false };
+    }
+  }
+
+  /**
+   * Re-signs the stored responses of one certificate now (after a revocation), for both CertID hash
+   * algorithms, before the caller reports success.
+   */
+  async refresh(authorityId: string, serial: string): Promise<void> {
+    const responder = this.responders.get(authorityId);
+    if (!responder) return;
+    const now = this.deps.clock.now();
+    const status = this.deps.repository.status(authorityId, serial);
+    for (const hashAlgorithm of ["sha1", "sha256"] as const) {
+      const certId = this.certIdFor(responder, serial, hashAlgorithm);
+      const signed = await this.sign(responder, [certId], [status], now);
+      this.deps.repository.saveResponse({ authorityId, serial, hashAlgorithm, ...signed });
+    }
+  }
+
+  /**
+   * Queues responses of freshly issued certificates for signing in the background, one at a time, so that
+   * their first lookup is served from storage without slowing issuance down. A full queue drops the
+   * overflow: those certificates are signed at their first lookup instead.
+   */
+  presign(certificates: readonly { authorityId: string; serial: string }[]): void {
+    const room = 10_000 - this.presignQueue.length;
+    this.presignQueue.push(...certificates.slice(0, Math.max(0, room)));
+    if (!this.presigning) void this.drainPresignQueue();
+  }
+
+  private async drainPresignQueue(): Promise<void> {
+    this.presigning = true;
+    try {
+      for (let next = this.presignQueue.shift(); next; next = this.presignQueue.shift()) {
+        const responder = this.responders.get(next.authorityId);
+        if (!responder) continue;
+        const now = this.deps.clock.now();
+        const certId = this.certIdFor(responder, next.serial, "sha1");
+        const signed = await this.sign(responder, [certId], [this.deps.repository.status(next.authorityId, next.serial)], now);
+        this.deps.repository.saveResponse({ authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed });
+      }
+    } catch (error) {
+      this.deps.logger.warn({ err: error }, "OCSP pre-signing paused; lookups will sign on demand");
+      this.presignQueue = [];
+    } finally {
+      this.presigning = false;
+    }
+  }
+
+  private async maintain(): Promise<void> {
+    await this.ensureResponders();
+    const now = this.deps.clock.now();
+    const margin = (this.deps.settings.responseValiditySeconds * 1000) / 3;
+    for (const due of this.deps.repository.responsesDue(new Date(now.getTime() + margin), now, 1000)) {
+      const responder = this.responders.get(due.authorityId);
+      if (!responder) continue;
+      const certId = this.certIdFor(responder, due.serial, due.hashAlgorithm);
+      const signed = await this.sign(responder, [certId], [this.deps.repository.status(due.authorityId, due.serial)], now);
+      this.deps.repository.saveResponse({ ...due, ...signed });
+    }
+    this.deps.repository.deleteExpired(now);
+  }
+
+  private responderFor(certId: CertId): Responder | undefined {
+    for (const responder of this.responders.values()) {
+      if (certIdMatches(certId, responder.hashes)) return responder;
+    }
+    return undefined;
+  }
+
+  /** The CertID a client computes for `serial` of this issuer (hash AlgorithmIdentifier with NULL parameters, as OpenSSL sends it). */
+  private certIdFor(responder: Responder, serial: string, hashAlgorithm: CertIdHash): CertId {
+    const issuerNameHash = responder.hashes.nameHashes[hashAlgorithm];
+    const issuerKeyHash = responder.hashes.keyHashes[hashAlgorithm];
+    const serialNumber = Buffer.from(serial, "hex");
+    const der = sequence(
+      sequence(oid(HASH_OIDS[hashAlgorithm]), nullValue()),
+      octetString(issuerNameHash),
+      octetString(issuerKeyHash),
+      integer(serialNumber),
+    );
+    return { hashAlgorithm, issuerNameHash, issuerKeyHash, serialNumber, der };
+  }
+
+  private async sign(
+    responder: Responder,
+    certIds: readonly CertId[],
+    statuses: readonly CertificateRevocationStatus[],
+    now: Date,
+    nonce?: Buffer,
+  ): Promise<{ der: Buffer; thisUpdate: Date; nextUpdate: Date }> {
+    // Whole seconds: the encoding drops milliseconds, and stored times must match the signed ones.
+    const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
+    const nextUpdate = new Date(thisUpdate.getTime() + this.deps.settings.responseValiditySeconds * 1000);
+    const tbs = buildResponseData({
+      responderKeyHash: responder.keyHash,
+      producedAt: thisUpdate,
+      responses: certIds.map((certId, index) => ({
+        certId,
+        status: toCodecStatus(statuses[index] as CertificateRevocationStatus),
+        thisUpdate,
+        nextUpdate,
+      })),
+      ...(nonce ? { nonce } : {}),
+    });
+    const signature = await responder.signer.sign(tbs);
+    return { der: assembleOcspResponse(tbs, responder.signer.signatureAlgorithm, signature, responder.certificateDer), thisUpdate, nextUpdate };
+  }
+
+  /** Loads each issuer's newest responder certificate, creating one when it is missing or two thirds through its life. */
+  private async ensureResponders(): Promise<void> {
+    const now = this.deps.clock.now();
+    const lifetime = this.deps.settings.signerValiditySeconds * 1000;
+    for (const issuer of this.deps.issuers()) {
+      let record = this.deps.repository.newestSigner(issuer.id);
+      if (!record || record.notAfter.getTime() - now.getTime() < lifetime / 3) {
+        record = await this.createResponder(issuer, now);
+      }
+      const current = this.responders.get(issuer.id);
+      if (current && current.certificateDer.equals(record.certificateDer)) continue;
+      const signer = await this.deps.keyStore.openKey(record.keyLabel);
+      const fields = certificateFields(record.certificateDer);
+      if (!fields.subjectPublicKeyInfo.equals(signer.publicKeySpki)) {
+        throw new InternalError(`OCSP responder key "${record.keyLabel}" does not match its certificate`);
+      }
+      this.responders.set(issuer.id, {
+        issuer,
+        hashes: issuerHashes(issuer.authority.certificateDer),
+        signer,
+        certificateDer: record.certificateDer,
+        keyHash: createHash("sha1").update(inspectSubjectPublicKeyInfo(fields.subjectPublicKeyInfo).subjectPublicKey).digest(),
+        notAfter: record.notAfter,
+      });
+      this.deps.logger.info({ authorityId: issuer.id, keyLabel: record.keyLabel, notAfter: record.notAfter }, "OCSP responder certificate loaded");
+    }
+  }
+
+  private async createResponder(issuer: Issuer, now: Date) {
+    const stamp = now.toISOString().slice(0, 10).replaceAll("-", "");
+    const keyLabel = `anchorage-ocsp-${issuer.id.slice(0, 8)}-${stamp}-${randomBytes(2).toString("hex")}`;
+    const signer = await this.deps.keyStore.generateKey(keyLabel, { type: "ec", curve: "P-256" });
+    const issuerFields = certificateFields(issuer.authority.certificateDer);
+    const notBefore = new Date(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
+    const notAfter = new Date(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
+    let serialNumber = randomBytes(16);
+    if (serialNumber[0] === 0) serialNumber = Buffer.concat([Buffer.of(1), serialNumber.subarray(1)]);
+    const tbs = buildOcspSignerTbs({
+      subjectNameDer: buildName({ commonName: `Anchorage OCSP Responder ${issuer.id.slice(0, 8)}`, organization: "Anchorage" }),
+      subjectPublicKeyInfo: signer.publicKeySpki,
+      serialNumber,
+      notBefore,
+      notAfter,
+      signatureAlgorithm: issuer.template.signatureAlgorithm,
+      issuerNameDer: issuerFields.subjectNameDer,
+      issuerSubjectKeyIdentifier: issuerFields.subjectKeyIdentifier,
+    });
+    const certificateDer = await issuer.sign(tbs);
+    // One self-test signature, checked against the new certificate before anything relies on it.
+    const probe = randomBytes(32);
+    const probeSignature = await signer.sign(probe);
+    const publicKey = createPublicKey({ key: signer.publicKeySpki, format: "der", type: "spki" });
+    if (!verify(SIGNATURE_HASH_ALGORITHMS[signer.signatureAlgorithm], probe, { key: publicKey, dsaEncoding: "der" }, probeSignature)) {
+      throw new InternalError(`the new OCSP responder key "${keyLabel}" does not sign correctly`);
+    }
+    const record = { keyLabel, authorityId: issuer.id, certificateDer, notBefore, notAfter, createdAt: now };
+    this.deps.repository.insertSigner(record);
+    this.deps.logger.info({ authorityId: issuer.id, keyLabel, notAfter }, "OCSP responder certificate created");
+    return record;
+  }
+}
