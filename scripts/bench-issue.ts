@@ -12,10 +12,10 @@
  * All traffic goes to 127.0.0.1.
  */
 import "reflect-metadata";
-import { execFileSync } from "node:child_process";
 import { Agent, request } from "node:https";
 import { parseArgs } from "node:util";
 import { p256WorkloadCsr } from "./lib/workload-csr.js";
+import { opensslEcdsaP256Speed } from "./lib/calibration.js";
 import { startServiceProcess, type ServiceProcess } from "./lib/service-process.js";
 
 const { values } = parseArgs({
@@ -67,12 +67,6 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-function opensslSpeed(): string {
-  const output = execFileSync("openssl", ["speed", "-seconds", "2", "ecdsap256"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-  const line = output.split("\n").find((l) => /^\s*256 bits ecdsa/.test(l));
-  const fields = line?.trim().split(/\s+/) ?? [];
-  return `${fields.at(-2) ?? "?"} sign/s, ${fields.at(-1) ?? "?"} verify/s`;
-}
 
 const ISSUE = "mutation($i: IssueCertificateInput!){ issueCertificate(input:$i){ serial } }";
 const ISSUE_BATCH = "mutation($i: [IssueCertificateInput!]!){ issueCertificates(inputs:$i){ certificate { serial } error { code message } } }";
@@ -118,7 +112,7 @@ async function drive(
 }
 
 async function main(): Promise<void> {
-  console.log(`machine: ${(await import("node:os")).cpus().length} cores; openssl speed ecdsap256: ${opensslSpeed()}`);
+  console.log(`machine: ${(await import("node:os")).cpus().length} cores; openssl speed ecdsap256: ${opensslEcdsaP256Speed()}`);
   const service = await startServiceProcess({ ANCHORAGE_WORKERS: String(values.workers) });
   const agent = new Agent({ keepAlive: true, maxSockets: clients });
   try {

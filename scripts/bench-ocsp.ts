@@ -15,6 +15,7 @@ import { Agent, request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { opensslEcdsaP256Speed } from "./lib/calibration.js";
 import { startServiceProcess, type ServiceProcess } from "./lib/service-process.js";
 import { p256WorkloadCsr } from "./lib/workload-csr.js";
 
@@ -50,11 +51,6 @@ function graphql(service: ServiceProcess, agent: Agent, body: object, bearer?: s
   });
 }
 
-function opensslSpeed(): string {
-  const output = execFileSync("openssl", ["speed", "-seconds", "2", "ecdsap256"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-  const fields = output.split("\n").find((line) => /^\s*256 bits ecdsa/.test(line))?.trim().split(/\s+/) ?? [];
-  return `${fields.at(-2) ?? "?"} sign/s, ${fields.at(-1) ?? "?"} verify/s`;
-}
 
 function wrk(args: string[]): string {
   const result = spawnSync("wrk", args, { encoding: "utf8" });
@@ -73,7 +69,7 @@ function summarise(name: string, output: string): void {
 
 async function main(): Promise<void> {
   if (spawnSync("wrk", ["--version"]).error) throw new Error("wrk is needed: apt-get install wrk");
-  console.log(`openssl speed ecdsap256: ${opensslSpeed()}`);
+  console.log(`openssl speed ecdsap256: ${opensslEcdsaP256Speed()}`);
   const service = await startServiceProcess({ ANCHORAGE_WORKERS: String(values.workers) });
   const agent = new Agent({ keepAlive: true });
   const dir = mkdtempSync(join(tmpdir(), "anchorage-bench-ocsp-"));
