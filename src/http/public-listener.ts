@@ -1,6 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AuthorityService } from "../ca/authority-service.js";
-import { createHash } from "node:crypto";
 import { spiffeBundleJson } from "../ca/spiffe-bundle.js";
 import type { Clock } from "../common/clock.js";
 import { ocspErrorResponse } from "../revocation/ocsp-codec.js";
@@ -49,7 +48,7 @@ export function createPublicListener(options: {
     if (answer.cacheable) {
       // RFC 5019 §6: caches may keep the response until nextUpdate; the ETag lets them revalidate cheaply.
       const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - clock.now().getTime()) / 1000));
-      const etag = `"${createHash("sha256").update(answer.der).digest("hex")}"`;
+      const etag = answer.etag;
       Object.assign(headers, {
         "cache-control": `max-age=${maxAge}, public, no-transform, must-revalidate`,
         "last-modified": answer.thisUpdate.toUTCString(),

@@ -20,7 +20,7 @@ import {
   type IssuerHashes,
   type OcspCertStatus,
 } from "./ocsp-codec.js";
-import type { CertIdHash, CertificateRevocationStatus, OcspRepository } from "./ports.js";
+import type { CertIdHash, CertificateRevocationStatus, OcspRepository, StoredOcspResponse } from "./ports.js";
 import { REVOCATION_REASON_CODES, isRevocationReason } from "./reasons.js";
 
 export interface OcspSettings {
@@ -40,7 +40,7 @@ export const DEFAULT_OCSP_SETTINGS: OcspSettings = {
 
 /** What the HTTP layer sends back. `cacheable` answers carry validity for the HTTP caching headers. */
 export type OcspAnswer =
-  | { readonly der: Buffer; readonly cacheable: true; readonly thisUpdate: Date; readonly nextUpdate: Date }
+  | { readonly der: Buffer; readonly cacheable: true; readonly thisUpdate: Date; readonly nextUpdate: Date; readonly etag: string }
   | { readonly der: Buffer; readonly cacheable: false };
 
 interface Responder {
@@ -58,6 +58,18 @@ const MALFORMED = ocspErrorResponse("malformedRequest");
 const UNAUTHORIZED = ocspErrorResponse("unauthorized");
 const INTERNAL_ERROR = ocspErrorResponse("internalError");
 const TRY_LATER = ocspErrorResponse("tryLater");
+
+const etags = new WeakMap<Buffer, string>();
+
+/** Strong ETag of a response body, computed once per stored body. */
+function etagOf(der: Buffer): string {
+  let etag = etags.get(der);
+  if (!etag) {
+    etag = `"${createHash("sha256").update(der).digest("base64url")}"`;
+    etags.set(der, etag);
+  }
+  return etag;
+}
 
 function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
   if (status.kind !== "revoked") return status;
@@ -78,6 +90,12 @@ export class OcspResponder {
   private timer: NodeJS.Timeout | undefined;
   private presignQueue: { authorityId: string; serial: string }[] = [];
   private presigning = false;
+  /**
+   * Responses served recently, in front of the database. The whole map is dropped whenever another
+   * process has written to the database, so a revocation made elsewhere is never hidden behind it.
+   */
+  private readonly recent = new Map<string, StoredOcspResponse>();
+  private seenChangeCounter = Number.NaN;
 
   constructor(
     private readonly deps: {
@@ -119,9 +137,9 @@ export class OcspResponder {
     }
     const now = this.deps.clock.now();
     if (request.requests.length === 1 && request.nonce === undefined) {
-      const stored = this.deps.repository.getResponse(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
+      const stored = this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
       if (stored && stored.nextUpdate.getTime() > now.getTime()) {
-        return { der: stored.der, cacheable: true, thisUpdate: stored.thisUpdate, nextUpdate: stored.nextUpdate };
+        return { der: stored.der, cacheable: true, thisUpdate: stored.thisUpdate, nextUpdate: stored.nextUpdate, etag: etagOf(stored.der) };
       }
     }
     try {
@@ -132,14 +150,14 @@ export class OcspResponder {
       if (request.requests.length > 1 || request.nonce !== undefined) return { der: signed.der, cacheable: false };
       // Responses for serials we issued are kept; for the rest (anyone can ask about any serial) they are not.
       if (statuses[0]?.kind !== "unknown") {
-        this.deps.repository.saveResponse({
+        this.store({
           authorityId: responder.issuer.id,
           serial: first.serialNumber.toString("hex"),
           hashAlgorithm: first.hashAlgorithm,
           ...signed,
         });
       }
-      return { der: signed.der, cacheable: true, thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate };
+      return { der: signed.der, cacheable: true, thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, etag: etagOf(signed.der) };
     } catch (error) {
       this.deps.logger.error({ err: error }, "OCSP signing failed");
       return { der: error instanceof InternalError ? INTERNAL_ERROR : TRY_LATER, cacheable: false };
@@ -158,7 +176,7 @@ export class OcspResponder {
     for (const hashAlgorithm of ["sha1", "sha256"] as const) {
       const certId = this.certIdFor(responder, serial, hashAlgorithm);
       const signed = await this.sign(responder, [certId], [status], now);
-      this.deps.repository.saveResponse({ authorityId, serial, hashAlgorithm, ...signed });
+      this.store({ authorityId, serial, hashAlgorithm, ...signed });
     }
   }
 
@@ -182,7 +200,7 @@ export class OcspResponder {
         const now = this.deps.clock.now();
         const certId = this.certIdFor(responder, next.serial, "sha1");
         const signed = await this.sign(responder, [certId], [this.deps.repository.status(next.authorityId, next.serial)], now);
-        this.deps.repository.saveResponse({ authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed });
+        this.store({ authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed });
       }
     } catch (error) {
       this.deps.logger.warn({ err: error }, "OCSP pre-signing paused; lookups will sign on demand");
@@ -201,9 +219,35 @@ export class OcspResponder {
       if (!responder) continue;
       const certId = this.certIdFor(responder, due.serial, due.hashAlgorithm);
       const signed = await this.sign(responder, [certId], [this.deps.repository.status(due.authorityId, due.serial)], now);
-      this.deps.repository.saveResponse({ ...due, ...signed });
+      this.store({ ...due, ...signed });
     }
     this.deps.repository.deleteExpired(now);
+  }
+
+  private lookup(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined {
+    const counter = this.deps.repository.externalChangeCounter();
+    if (counter !== this.seenChangeCounter) {
+      this.recent.clear();
+      this.seenChangeCounter = counter;
+    }
+    const key = `${authorityId}/${serial}/${hashAlgorithm}`;
+    let stored = this.recent.get(key);
+    if (!stored) {
+      stored = this.deps.repository.getResponse(authorityId, serial, hashAlgorithm);
+      if (stored) this.remember(stored);
+    }
+    return stored;
+  }
+
+  /** Saves a response to the database and to the in-memory map, which our own writes do not invalidate. */
+  private store(response: StoredOcspResponse): void {
+    this.deps.repository.saveResponse(response);
+    this.remember(response);
+  }
+
+  private remember(response: StoredOcspResponse): void {
+    if (this.recent.size >= 100_000) this.recent.clear();
+    this.recent.set(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`, response);
   }
 
   private responderFor(certId: CertId): Responder | undefined {

@@ -79,4 +79,9 @@ export interface OcspRepository {
   responsesDue(before: Date, now: Date, limit: number): { authorityId: string; serial: string; hashAlgorithm: CertIdHash }[];
   /** Drops stored responses of certificates that expired before `now`. */
   deleteExpired(now: Date): number;
+  /**
+   * A number that changes whenever another connection (another service process, an operator tool) has
+   * committed to the database since the last call; this process's own writes do not change it.
+   */
+  externalChangeCounter(): number;
 }

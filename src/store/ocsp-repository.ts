@@ -33,6 +33,7 @@ export class SqliteOcspRepository implements OcspRepository {
          JOIN certificates c ON c.serial = r.serial
          WHERE r.next_update < ? AND c.not_after > ? ORDER BY r.next_update LIMIT ?`,
       ),
+      dataVersion: db.prepare("PRAGMA data_version").pluck(),
       deleteExpired: db.prepare(
         "DELETE FROM ocsp_responses WHERE serial IN (SELECT serial FROM certificates WHERE not_after <= ?)",
       ),
@@ -109,6 +110,10 @@ export class SqliteOcspRepository implements OcspRepository {
       hash_algorithm: CertIdHash;
     }[];
     return rows.map((row) => ({ authorityId: row.authority_id, serial: row.serial, hashAlgorithm: row.hash_algorithm }));
+  }
+
+  externalChangeCounter(): number {
+    return Number(this.statements.dataVersion.get());
   }
 
   deleteExpired(now: Date): number {

@@ -11,6 +11,7 @@ import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { GroupCommitter } from "../../src/store/group-commit.js";
 import { MIGRATIONS } from "../../src/store/migrations.js";
+import { SqliteOcspRepository } from "../../src/store/ocsp-repository.js";
 import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
 
 const NOW = new Date(Date.UTC(2026, 10, 22, 12));
@@ -177,3 +178,30 @@ describe("GroupCommitter", () => {
     expect(results).toEqual([2, 4, 6]);
   });
 });
+
+describe("SqliteOcspRepository.externalChangeCounter", () => {
+  it("changes after another connection commits, not after this connection's own writes", () => {
+    const other = openDatabase(join(dir, "anchorage.db"));
+    try {
+      const mine = new SqliteOcspRepository(db);
+      const theirs = new SqliteOcspRepository(other);
+      const response = {
+        authorityId: "ca",
+        serial: "0a",
+        hashAlgorithm: "sha1" as const,
+        der: Buffer.from("r1"),
+        thisUpdate: NOW,
+        nextUpdate: new Date(NOW.getTime() + 60_000),
+      };
+      const start = mine.externalChangeCounter();
+      mine.saveResponse(response);
+      expect(mine.externalChangeCounter()).toBe(start);
+      theirs.saveResponse({ ...response, der: Buffer.from("r2"), thisUpdate: new Date(NOW.getTime() + 1000) });
+      expect(mine.externalChangeCounter()).not.toBe(start);
+      expect(mine.getResponse("ca", "0a", "sha1")?.der.toString()).toBe("r2");
+    } finally {
+      other.close();
+    }
+  });
+});
+
