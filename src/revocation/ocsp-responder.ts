@@ -52,6 +52,8 @@ interface Responder {
   readonly notAfter: Date;
 }
 
+const PRESIGN_GROUP_SIZE = 32;
+
 const HASH_OIDS: Readonly<Record<CertIdHash, string>> = { sha1: "1.3.14.3.2.26", sha256: "2.16.840.1.101.3.4.2.1" };
 
 const MALFORMED = ocspErrorResponse("malformedRequest");
@@ -150,12 +152,10 @@ export class OcspResponder {
       if (request.requests.length > 1 || request.nonce !== undefined) return { der: signed.der, cacheable: false };
       // Responses for serials we issued are kept; for the rest (anyone can ask about any serial) they are not.
       if (statuses[0]?.kind !== "unknown") {
-        this.store({
-          authorityId: responder.issuer.id,
-          serial: first.serialNumber.toString("hex"),
-          hashAlgorithm: first.hashAlgorithm,
-          ...signed,
-        });
+        this.store(
+          { authorityId: responder.issuer.id, serial: first.serialNumber.toString("hex"), hashAlgorithm: first.hashAlgorithm, ...signed },
+          statuses[0]?.kind ?? "unknown",
+        );
       }
       return { der: signed.der, cacheable: true, thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, etag: etagOf(signed.der) };
     } catch (error) {
@@ -176,7 +176,7 @@ export class OcspResponder {
     for (const hashAlgorithm of ["sha1", "sha256"] as const) {
       const certId = this.certIdFor(responder, serial, hashAlgorithm);
       const signed = await this.sign(responder, [certId], [status], now);
-      this.store({ authorityId, serial, hashAlgorithm, ...signed });
+      this.store({ authorityId, serial, hashAlgorithm, ...signed }, status.kind);
     }
   }
 
@@ -193,15 +193,27 @@ export class OcspResponder {
 
   private async drainPresignQueue(): Promise<void> {
     this.presigning = true;
+    const pending: { response: StoredOcspResponse; signedStatus: CertificateRevocationStatus["kind"] }[] = [];
+    const flush = (): void => {
+      for (const response of this.deps.repository.saveResponses(pending)) this.remember(response);
+      pending.length = 0;
+    };
     try {
+      // One signature at a time, so that pre-signing never takes more than one HSM session from issuance;
+      // stored in groups, so that it costs one commit per group rather than one per certificate.
       for (let next = this.presignQueue.shift(); next; next = this.presignQueue.shift()) {
         const responder = this.responders.get(next.authorityId);
         if (!responder) continue;
-        const now = this.deps.clock.now();
         const certId = this.certIdFor(responder, next.serial, "sha1");
-        const signed = await this.sign(responder, [certId], [this.deps.repository.status(next.authorityId, next.serial)], now);
-        this.store({ authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed });
+        const status = this.deps.repository.status(next.authorityId, next.serial);
+        const signed = await this.sign(responder, [certId], [status], this.deps.clock.now());
+        pending.push({
+          response: { authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed },
+          signedStatus: status.kind,
+        });
+        if (pending.length >= PRESIGN_GROUP_SIZE) flush();
       }
+      flush();
     } catch (error) {
       this.deps.logger.warn({ err: error }, "OCSP pre-signing paused; lookups will sign on demand");
       this.presignQueue = [];
@@ -218,8 +230,9 @@ export class OcspResponder {
       const responder = this.responders.get(due.authorityId);
       if (!responder) continue;
       const certId = this.certIdFor(responder, due.serial, due.hashAlgorithm);
-      const signed = await this.sign(responder, [certId], [this.deps.repository.status(due.authorityId, due.serial)], now);
-      this.store({ ...due, ...signed });
+      const status = this.deps.repository.status(due.authorityId, due.serial);
+      const signed = await this.sign(responder, [certId], [status], now);
+      this.store({ ...due, ...signed }, status.kind);
     }
     this.deps.repository.deleteExpired(now);
   }
@@ -239,10 +252,14 @@ export class OcspResponder {
     return stored;
   }
 
-  /** Saves a response to the database and to the in-memory map, which our own writes do not invalidate. */
-  private store(response: StoredOcspResponse): void {
-    this.deps.repository.saveResponse(response);
-    this.remember(response);
+  /**
+   * Saves a response to the database and to the in-memory map (which our own writes do not invalidate),
+   * unless the certificate's status changed while it was being signed: a revocation must never be
+   * overwritten by a response signed just before it.
+   */
+  private store(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): void {
+    if (this.deps.repository.saveResponse(response, signedStatus)) this.remember(response);
+    else this.recent.delete(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`);
   }
 
   private remember(response: StoredOcspResponse): void {

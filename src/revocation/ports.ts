@@ -71,8 +71,16 @@ export interface OcspRepository {
   newestSigner(authorityId: string): OcspSignerRecord | undefined;
   insertSigner(record: OcspSignerRecord): void;
   getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined;
-  /** Stores a response unless a newer one (later thisUpdate) is already there. */
-  saveResponse(response: StoredOcspResponse): void;
+  /**
+   * Stores a response signed for a certificate whose status was `signedStatus`, unless that status has
+   * changed since (a revocation raced the signature) or a newer response is already there. Returns whether
+   * it was stored. The check and the write are one transaction.
+   */
+  saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean;
+  /** `saveResponse` for several responses in one transaction; returns those stored. */
+  saveResponses(
+    items: readonly { response: StoredOcspResponse; signedStatus: CertificateRevocationStatus["kind"] }[],
+  ): StoredOcspResponse[];
   /** The status of `serial` as issued by `authorityId`; `unknown` when that authority never issued it. */
   status(authorityId: string, serial: string): CertificateRevocationStatus;
   /** Stored responses of unexpired certificates whose nextUpdate is before `before`, oldest first. */

@@ -7,8 +7,15 @@ import type {
 } from "../revocation/ports.js";
 import type { SqliteDatabase } from "./database.js";
 
+interface SaveItem {
+  readonly response: StoredOcspResponse;
+  readonly signedStatus: CertificateRevocationStatus["kind"];
+}
+
 export class SqliteOcspRepository implements OcspRepository {
   private readonly statements;
+
+  private readonly saveMany: (items: readonly SaveItem[]) => StoredOcspResponse[];
 
   constructor(db: SqliteDatabase) {
     this.statements = {
@@ -38,6 +45,13 @@ export class SqliteOcspRepository implements OcspRepository {
         "DELETE FROM ocsp_responses WHERE serial IN (SELECT serial FROM certificates WHERE not_after <= ?)",
       ),
     };
+    this.saveMany = db.transaction((items: readonly SaveItem[]) =>
+      items.filter(({ response, signedStatus }) => this.saveIfCurrent(response, signedStatus)).map(({ response }) => response),
+    ).immediate;
+  }
+
+  saveResponses(items: readonly SaveItem[]): StoredOcspResponse[] {
+    return items.length > 0 ? this.saveMany(items) : [];
   }
 
   newestSigner(authorityId: string): OcspSignerRecord | undefined {
@@ -83,7 +97,13 @@ export class SqliteOcspRepository implements OcspRepository {
     );
   }
 
-  saveResponse(response: StoredOcspResponse): void {
+  saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean {
+    return this.saveMany([{ response, signedStatus }]).length === 1;
+  }
+
+  /** Inside the caller's transaction: the status check and the upsert see the same database state. */
+  private saveIfCurrent(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean {
+    if (this.status(response.authorityId, response.serial).kind !== signedStatus) return false;
     this.statements.saveResponse.run(
       response.authorityId,
       response.serial,
@@ -92,6 +112,7 @@ export class SqliteOcspRepository implements OcspRepository {
       response.thisUpdate.getTime(),
       response.nextUpdate.getTime(),
     );
+    return true;
   }
 
   status(authorityId: string, serial: string): CertificateRevocationStatus {

@@ -12,6 +12,7 @@ import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { GroupCommitter } from "../../src/store/group-commit.js";
 import { MIGRATIONS } from "../../src/store/migrations.js";
 import { SqliteOcspRepository } from "../../src/store/ocsp-repository.js";
+import { SqliteRevocationRepository } from "../../src/store/revocation-repository.js";
 import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
 
 const NOW = new Date(Date.UTC(2026, 10, 22, 12));
@@ -194,14 +195,43 @@ describe("SqliteOcspRepository.externalChangeCounter", () => {
         nextUpdate: new Date(NOW.getTime() + 60_000),
       };
       const start = mine.externalChangeCounter();
-      mine.saveResponse(response);
+      expect(mine.saveResponse(response, "unknown")).toBe(true);
       expect(mine.externalChangeCounter()).toBe(start);
-      theirs.saveResponse({ ...response, der: Buffer.from("r2"), thisUpdate: new Date(NOW.getTime() + 1000) });
+      theirs.saveResponse({ ...response, der: Buffer.from("r2"), thisUpdate: new Date(NOW.getTime() + 1000) }, "unknown");
       expect(mine.externalChangeCounter()).not.toBe(start);
       expect(mine.getResponse("ca", "0a", "sha1")?.der.toString()).toBe("r2");
     } finally {
       other.close();
     }
+  });
+});
+
+describe("SqliteOcspRepository.saveResponse", () => {
+  it("refuses a response signed for a status that a revocation has since changed", async () => {
+    const item = prepared();
+    await store.prepare([item], NOW);
+    await store.complete([{ serial: item.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
+    const ocsp = new SqliteOcspRepository(db);
+    const response = {
+      authorityId: "ca",
+      serial: item.serial,
+      hashAlgorithm: "sha1" as const,
+      der: Buffer.from("good"),
+      thisUpdate: NOW,
+      nextUpdate: new Date(NOW.getTime() + 60_000),
+    };
+    expect(ocsp.status("ca", item.serial).kind).toBe("good");
+    new SqliteRevocationRepository(db, new SqliteAuditEventRepository(db)).revoke(item.serial, "KEY_COMPROMISE", NOW, {
+      type: "certificate.revoked",
+      actor: "apikey:admin",
+      outcome: "success",
+    });
+    // Signed as "good" before the revocation landed: it must not be stored (same second, even).
+    expect(ocsp.saveResponse(response, "good")).toBe(false);
+    expect(ocsp.getResponse("ca", item.serial, "sha1")).toBeUndefined();
+    expect(ocsp.saveResponse({ ...response, der: Buffer.from("revoked") }, "revoked")).toBe(true);
+    expect(ocsp.saveResponses([{ response, signedStatus: "good" }])).toEqual([]);
+    expect(ocsp.getResponse("ca", item.serial, "sha1")?.der.toString()).toBe("revoked");
   });
 });
 
