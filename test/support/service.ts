@@ -14,8 +14,10 @@ import { get as httpGet, type IncomingHttpHeaders } from "node:http";
 import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
+import { describe, it } from "vitest";
 
 /** The repository root, where `src/main.ts` lives. */
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -32,6 +34,10 @@ export interface GqlOptions {
   readonly cert?: string;
   /** Client private key (PEM) for mutual TLS; with `cert`. */
   readonly key?: string;
+  /** Open a connection of its own instead of reusing the shared keep-alive agent (e.g. to reach another worker). */
+  readonly newConnection?: boolean;
+  /** Give up (reject) when no answer arrives within this many milliseconds. */
+  readonly timeoutMs?: number;
 }
 
 export interface GqlResponse {
@@ -39,6 +45,8 @@ export interface GqlResponse {
   readonly headers: IncomingHttpHeaders;
   /** The parsed JSON body, or the raw text when the body is not JSON. */
   readonly body: any;
+  /** Serial of the HTTPS certificate the answering service process presented (upper-case hex, as Node gives it). */
+  readonly serverCertificateSerial: string;
 }
 
 export interface HttpResponse {
@@ -192,11 +200,12 @@ export async function startService(options: StartOptions = {}): Promise<RunningS
       ca: rootPem,
       servername: "localhost",
       // A client certificate needs its own connection: the shared agent's sockets were opened without one.
-      agent: mutualTls ? false : agent,
+      agent: mutualTls || opts.newConnection ? false : agent,
       ...(mutualTls ? { cert: opts.cert, key: opts.key } : {}),
     };
     return new Promise((resolve, reject) => {
       const request = httpsRequest(requestOptions, (response) => {
+        const serverCertificateSerial = (response.socket as TLSSocket).getPeerCertificate().serialNumber ?? "";
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
         response.on("error", reject);
@@ -208,9 +217,13 @@ export async function startService(options: StartOptions = {}): Promise<RunningS
           } catch {
             // Leave non-JSON bodies as text.
           }
-          resolve({ status: response.statusCode ?? 0, headers: response.headers, body: parsed });
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, body: parsed, serverCertificateSerial });
         });
       });
+      if (opts.timeoutMs !== undefined) {
+        const limit = opts.timeoutMs;
+        request.setTimeout(limit, () => request.destroy(new Error(`no answer within ${limit} ms`)));
+      }
       request.on("error", reject);
       request.end(body);
     });
@@ -287,6 +300,23 @@ export function missingTools(tools: readonly string[] = ["softhsm2-util", "opens
   };
   const missing = tools.filter((tool) => spawnSync(tool, probes[tool] ?? ["--version"], { stdio: "ignore" }).error !== undefined);
   return missing.length === 0 ? undefined : `missing ${missing.join(", ")} (run scripts/ensure-system-deps.sh)`;
+}
+
+/**
+ * `missingTools` for an integration test file, with the CI rule applied: when a tool is missing and `CI` is
+ * set, a failing test naming it is registered (integration tests never skip in CI). Returns the reason, for
+ * `describe.skipIf` outside CI.
+ */
+export function requireTools(tools: readonly string[] = ["softhsm2-util", "openssl"]): string | undefined {
+  const missing = missingTools(tools);
+  if (missing !== undefined && process.env.CI) {
+    describe("integration prerequisites in CI", () => {
+      it("are installed", () => {
+        throw new Error(`CI must not skip integration tests: ${missing}`);
+      });
+    });
+  }
+  return missing;
 }
 
 // ---------------------------------------------------------------------------------------------------------
