@@ -9,7 +9,6 @@
  */
 import "reflect-metadata";
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +20,7 @@ import { systemClock } from "../src/common/clock.js";
 import { authorityRecordOf } from "../src/ca/authority-service.js";
 import { createIntermediateCsr, createRootCertificate, signIntermediate } from "../src/ca/ceremony.js";
 import { Issuer, authorityUrls } from "../src/ca/issuer.js";
+import { generateSerial } from "../src/ca/serial.js";
 import { CrlPublisher } from "../src/revocation/crl-publisher.js";
 import { Pkcs11KeyStore } from "../src/signer/pkcs11/pkcs11-key-store.js";
 import { SqliteAuditEventRepository } from "../src/store/audit-event-repository.js";
@@ -64,9 +64,7 @@ try {
   const reasons = ["UNSPECIFIED", "KEY_COMPROMISE", "SUPERSEDED", "CESSATION_OF_OPERATION"];
   const seed = db.transaction((count: number) => {
     for (let index = 0; index < count; index++) {
-      let serial = randomBytes(16);
-      if (serial[0] === 0) serial = Buffer.concat([Buffer.from([1]), serial.subarray(1)]);
-      insert.run(serial.toString("hex"), intermediate.id, now.getTime() - 60_000, now.getTime() + 3_600_000, now.getTime(), now.getTime() - index, reasons[index % reasons.length]);
+      insert.run(generateSerial().toString("hex"), intermediate.id, now.getTime() - 60_000, now.getTime() + 3_600_000, now.getTime(), now.getTime() - index, reasons[index % reasons.length]);
     }
   });
   for (let done = 0; done < entries; done += 100_000) seed(Math.min(100_000, entries - done));

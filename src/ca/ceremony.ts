@@ -4,12 +4,13 @@
  * and a verification of the result, so a wrong key or a faulty HSM cannot produce a certificate silently.
  * Used by the ceremony CLI and by the development bootstrap alike.
  */
-import { createPublicKey, randomBytes, verify, type KeyObject } from "node:crypto";
+import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { CertificationRequest } from "@peculiar/asn1-csr";
 import { AsnConvert, AsnParser } from "@peculiar/asn1-schema";
 import { Name } from "@peculiar/x509";
 import { BadUserInputError, InternalError } from "../common/errors.js";
 import type { Signer } from "../signer/signer.js";
+import { generateSerial } from "./serial.js";
 import { SIGNATURE_HASH_ALGORITHMS, signatureAlgorithmFromOid } from "./x509/algorithms.js";
 import {
   buildCertificationRequestInfo,
@@ -28,13 +29,6 @@ export const ROOT_DEFAULT_VALIDITY_DAYS = 3650;
 export const INTERMEDIATE_MIN_VALIDITY_DAYS = 365;
 export const INTERMEDIATE_MAX_VALIDITY_DAYS = 5 * 365 + 1;
 
-/** CA serials: 128 random bits with a non-zero first byte, like leaf serials. */
-function caSerial(): Buffer {
-  for (;;) {
-    const serial = randomBytes(16);
-    if (serial[0] !== 0) return serial;
-  }
-}
 
 async function signVerified(signer: Signer, tbs: Buffer, verifyWith: KeyObject): Promise<Buffer> {
   const signature = await signer.sign(tbs);
@@ -68,7 +62,7 @@ export async function createRootCertificate(input: {
   const tbs = buildRootTbs({
     subjectNameDer: buildName(input.subject),
     subjectPublicKeyInfo: input.signer.publicKeySpki,
-    serialNumber: caSerial(),
+    serialNumber: generateSerial(),
     notBefore: input.notBefore,
     notAfter: new Date(input.notBefore.getTime() + validityDays * DAY_MS),
     signatureAlgorithm: input.signer.signatureAlgorithm,
@@ -158,7 +152,7 @@ export async function signIntermediate(input: {
   const tbs = buildIntermediateTbs({
     subjectNameDer: csr.subjectNameDer,
     subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-    serialNumber: caSerial(),
+    serialNumber: generateSerial(),
     notBefore: input.notBefore,
     notAfter,
     signatureAlgorithm: input.rootSigner.signatureAlgorithm,

@@ -4,10 +4,10 @@ import { requireRole } from "../policy/api-keys.js";
 import type { Principal } from "../policy/principal.js";
 import type { CertificateFilter, CertificateRecord, Page } from "./model.js";
 import type { CertificateQuery } from "./ports.js";
+import { normaliseSerial } from "./serial.js";
 
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
-const SERIAL = /^[0-9a-f]{1,40}$/;
 
 /** Read access to the issuance history. Admins now; auditors and owners join later. */
 export class CertificateService {
@@ -18,9 +18,7 @@ export class CertificateService {
 
   get(principal: Principal, serial: string): CertificateRecord | undefined {
     requireRole(principal, "ADMIN");
-    const normalised = serial.toLowerCase();
-    if (!SERIAL.test(normalised)) throw new BadUserInputError("serial must be lower-case hex without separators");
-    return this.query.get(normalised, this.clock.now());
+    return this.query.get(normaliseSerial(serial), this.clock.now());
   }
 
   list(

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../common/clock.js";
 import {
@@ -11,6 +11,7 @@ import {
 import type { Logger } from "../common/logger.js";
 import { parseCsrOffThread, type ParsedCsr } from "./csr.js";
 import type { Issuer } from "./issuer.js";
+import { generateSerial } from "./serial.js";
 import { lintWorkloadCertificate, type WorkloadCertificateFields } from "./lint.js";
 import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant, IssuanceLedger, PreparedIssuance } from "./ports.js";
 
@@ -47,13 +48,6 @@ export type ActiveIssuerSource = () => Issuer;
 
 export const MIN_TTL_SECONDS = 60;
 
-/** 128 bits of CSPRNG output, first byte non-zero so the hex form has no leading zeros to strip. */
-export function generateSerial(): Buffer {
-  for (;;) {
-    const serial = randomBytes(16);
-    if (serial[0] !== 0) return serial;
-  }
-}
 
 /** Everything decided about one request before anything is written. */
 interface PlannedIssuance {

@@ -1,8 +1,9 @@
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { HsmUnavailableError, InternalError } from "../common/errors.js";
-import type { Signer, SignatureAlgorithmName } from "../signer/signer.js";
+import type { Signer } from "../signer/signer.js";
 import type { AuthorityRecord } from "./model.js";
 import { createCrl } from "./ceremony.js";
+import { SIGNATURE_HASH_ALGORITHMS } from "./x509/algorithms.js";
 import { certificateFields } from "./x509/ca-certificates.js";
 import type { CrlEntry } from "./x509/crl.js";
 import { assembleSignedStructure } from "./x509/signed.js";
@@ -24,11 +25,6 @@ export function authorityUrls(publicBaseUrl: string, authorityId: string): Autho
   };
 }
 
-const HASH_OF: Record<SignatureAlgorithmName, string> = {
-  "ecdsa-with-SHA256": "sha256",
-  "ecdsa-with-SHA384": "sha384",
-  "sha256WithRSAEncryption": "sha256",
-};
 
 /**
  * An issuing CA: its certificate, the HSM key that signs for it and the pre-encoded leaf template.
@@ -58,7 +54,7 @@ export class Issuer {
     this.publicKey = createPublicKey({ key: fields.subjectPublicKeyInfo, format: "der", type: "spki" });
     this.notBefore = fields.notBefore;
     this.notAfter = fields.notAfter;
-    this.hash = HASH_OF[signer.signatureAlgorithm];
+    this.hash = SIGNATURE_HASH_ALGORITHMS[signer.signatureAlgorithm];
     this.template = new WorkloadCertificateTemplate({
       issuerNameDer: fields.subjectNameDer,
       issuerSubjectKeyIdentifier: fields.subjectKeyIdentifier,

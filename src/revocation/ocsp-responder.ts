@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
 import type { Issuer } from "../ca/issuer.js";
+import { generateSerial } from "../ca/serial.js";
 import { buildName, certificateFields, inspectSubjectPublicKeyInfo } from "../ca/x509/ca-certificates.js";
 import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
 import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.js";
@@ -348,8 +349,7 @@ export class OcspResponder {
     const issuerFields = certificateFields(issuer.authority.certificateDer);
     const notBefore = new Date(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
     const notAfter = new Date(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
-    let serialNumber = randomBytes(16);
-    if (serialNumber[0] === 0) serialNumber = Buffer.concat([Buffer.of(1), serialNumber.subarray(1)]);
+    const serialNumber = generateSerial();
     const tbs = buildOcspSignerTbs({
       subjectNameDer: buildName({ commonName: `Anchorage OCSP Responder ${issuer.id.slice(0, 8)}`, organization: "Anchorage" }),
       subjectPublicKeyInfo: signer.publicKeySpki,

@@ -1,15 +1,15 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { CertificateRecord } from "../ca/model.js";
 import type { CertificateQuery } from "../ca/ports.js";
+import { normaliseSerial } from "../ca/serial.js";
 import type { Clock } from "../common/clock.js";
-import { BadUserInputError, InternalError, NotFoundError } from "../common/errors.js";
+import { InternalError, NotFoundError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import { requireRole } from "../policy/api-keys.js";
 import { actorOf, type Principal } from "../policy/principal.js";
 import type { RevocationRepository } from "./ports.js";
 import type { RevocationReason } from "./reasons.js";
 
-const SERIAL = /^[0-9a-f]{1,40}$/;
 
 /**
  * Revokes certificates. Revoking twice is idempotent: the first time and reason stand. Every revocation is
@@ -31,8 +31,7 @@ export class RevocationService {
 
   async revoke(principal: Principal, serial: string, reason: RevocationReason = "UNSPECIFIED"): Promise<CertificateRecord> {
     requireRole(principal, "ADMIN");
-    const normalised = serial.toLowerCase();
-    if (!SERIAL.test(normalised)) throw new BadUserInputError("serial must be lower-case hex without separators");
+    const normalised = normaliseSerial(serial);
     const now = this.deps.clock.now();
     const outcome = this.deps.repository.revoke(normalised, reason, now, {
       type: "certificate.revoked",
