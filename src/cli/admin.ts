@@ -94,7 +94,7 @@ function storeCrl(crls: SqliteCrlRepository, root: { id: string; certificateDer:
   const der = readFileSync(path);
   const crl = new X509Crl(new Uint8Array(der));
   const issuer = certificateFields(root.certificateDer);
-  if (!crl.issuerName.toString() || !Buffer.from(crl.issuerName.toArrayBuffer()).equals(issuer.subjectNameDer)) {
+  if (!Buffer.from(crl.issuerName.toArrayBuffer()).equals(issuer.subjectNameDer)) {
     throw new UsageError("the CRL was not issued by this root");
   }
   const numberExtension = crl.extensions.find((extension) => extension.type === "2.5.29.20");
