@@ -12,7 +12,9 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as x509 from "@peculiar/x509";
 import { pino } from "pino";
+import { AuditEventService } from "./audit/audit-events.js";
 import { AuditLog } from "./audit/audit-log.js";
+import { TransparencyLog } from "./audit/transparency-log.js";
 import { AuthorityService } from "./ca/authority-service.js";
 import { CertificateService } from "./ca/certificate-service.js";
 import { IssuanceService, type IssuedCertificate } from "./ca/issuance-service.js";
@@ -39,12 +41,14 @@ import { DEFAULT_OCSP_SETTINGS, OcspResponder } from "./revocation/ocsp-responde
 import { RevocationService } from "./revocation/revocation-service.js";
 import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollment-tokens.js";
 import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
+import { KeyNotFoundError, type KeyStore } from "./signer/signer.js";
 import { SqliteAuditEventRepository } from "./store/audit-event-repository.js";
 import { SqliteAuthorityRepository } from "./store/authority-repository.js";
 import { SqliteCertificateStore } from "./store/certificate-store.js";
 import { SqliteCrlRepository } from "./store/crl-repository.js";
 import { SqliteRevocationRepository } from "./store/revocation-repository.js";
 import { SqliteOcspRepository } from "./store/ocsp-repository.js";
+import { SqliteTransparencyLogRepository } from "./store/transparency-log-repository.js";
 import { inTransaction, openDatabase } from "./store/database.js";
 import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository } from "./store/policy-repositories.js";
 
@@ -152,6 +156,12 @@ function openKeyStore(config: Config, pin: string, logger: Logger): Promise<Pkcs
 export async function prepareDataFolder(config: Config, logger: Logger, clock: Clock = systemClock): Promise<void> {
   if (config.bootstrap !== "development") {
     openDatabase(join(config.dataDir, "anchorage.db")).close();
+    const keyStore = await openKeyStore(config, config.hsm.pin as string, logger);
+    try {
+      await ensureTransparencyLogKey(keyStore, config, logger);
+    } finally {
+      await keyStore.close();
+    }
     return;
   }
   const hsm = prepareDevelopmentHsm(config, logger);
@@ -160,9 +170,25 @@ export async function prepareDataFolder(config: Config, logger: Logger, clock: C
   try {
     await ensureDevelopmentAuthorities({ config, hsm, keyStore, authorities: state.authorities, crls: state.crls, clock, logger });
     ensureAdminKey(state.apiKeys, config.dataDir, logger);
+    await ensureTransparencyLogKey(keyStore, config, logger);
   } finally {
     await keyStore.close();
     state.db.close();
+  }
+}
+
+/**
+ * The transparency log's signing key: P-256 on the online token, made once here, before any worker starts,
+ * so that two processes never both create one.
+ */
+async function ensureTransparencyLogKey(keyStore: KeyStore, config: Config, logger: Logger): Promise<void> {
+  const label = config.transparencyLog.keyLabel;
+  try {
+    await keyStore.openKey(label);
+  } catch (error) {
+    if (!(error instanceof KeyNotFoundError)) throw error;
+    await keyStore.generateKey(label, { type: "ec", curve: "P-256" });
+    logger.info({ keyLabel: label }, "transparency log key created");
   }
 }
 
@@ -233,12 +259,26 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   });
   await ocspResponder.start();
   const presignOcsp = ocspResponder;
+  const transparencyLog = new TransparencyLog({
+    repository: new SqliteTransparencyLogRepository(db),
+    signer: await keyStore.openKey(config.transparencyLog.keyLabel),
+    clock,
+    logger: logger.child({ component: "transparency-log" }),
+    settings: {
+      origin: config.transparencyLog.origin ?? `${config.trustDomain}/log`,
+      intervalMs: config.transparencyLog.intervalMs,
+      batchLimit: 20_000,
+    },
+  });
+  transparencyLog.start();
   const services: Services = {
     issuance,
     enrollmentTokens,
     apiKeys,
     authorities,
     certificates: new CertificateService(certificateStore, clock),
+    auditEvents: new AuditEventService(auditEvents, clock),
+    transparencyLog,
     revocation: new RevocationService({
       repository: revocations,
       certificates: certificateStore,
@@ -297,6 +337,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       clearTimeout(renewal);
       crlPublisher.stop();
       ocspResponder?.stop();
+      transparencyLog.stop();
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),

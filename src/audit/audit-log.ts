@@ -6,6 +6,7 @@ export type AuditEventType =
   | "authority.created"
   | "authority.activated"
   | "apikey.created"
+  | "apikey.revoked"
   | "authentication.failed"
   | "token.created"
   | "issuance.prepared"

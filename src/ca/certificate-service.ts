@@ -1,15 +1,12 @@
 import type { Clock } from "../common/clock.js";
-import { BadUserInputError } from "../common/errors.js";
+import { pageSize } from "../common/page.js";
 import { requireRole } from "../policy/api-keys.js";
 import type { Principal } from "../policy/principal.js";
 import type { CertificateFilter, CertificateRecord, Page } from "./model.js";
 import type { CertificateQuery } from "./ports.js";
 import { normaliseSerial } from "./serial.js";
 
-export const DEFAULT_PAGE_SIZE = 50;
-export const MAX_PAGE_SIZE = 500;
-
-/** Read access to the issuance history. Admins now; auditors and owners join later. */
+/** Read access to the issuance history, for admins and auditors. */
 export class CertificateService {
   constructor(
     private readonly query: CertificateQuery,
@@ -17,7 +14,7 @@ export class CertificateService {
   ) {}
 
   get(principal: Principal, serial: string): CertificateRecord | undefined {
-    requireRole(principal, "ADMIN");
+    requireRole(principal, "ADMIN", "AUDITOR");
     return this.query.get(normaliseSerial(serial), this.clock.now());
   }
 
@@ -27,12 +24,16 @@ export class CertificateService {
     first: number | null | undefined,
     after: string | null | undefined,
   ): Page<CertificateRecord> {
-    requireRole(principal, "ADMIN");
-    const size = first ?? DEFAULT_PAGE_SIZE;
-    if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) {
-      throw new BadUserInputError(`first must be an integer from 1 to ${MAX_PAGE_SIZE}`);
-    }
-    return this.query.list(filter, size, after ?? undefined, this.clock.now());
+    requireRole(principal, "ADMIN", "AUDITOR");
+    const normalised = filter.serial === undefined ? filter : { ...filter, serial: normaliseSerial(filter.serial) };
+    return this.query.list(normalised, pageSize(first), after ?? undefined, this.clock.now());
+  }
+
+  /** The whole matching history, streamed in commit order; nothing is held beyond one chunk. */
+  export(principal: Principal, filter: CertificateFilter): Iterable<CertificateRecord> {
+    requireRole(principal, "ADMIN", "AUDITOR");
+    const normalised = filter.serial === undefined ? filter : { ...filter, serial: normaliseSerial(filter.serial) };
+    return this.query.iterate(normalised, this.clock.now());
   }
 
   now(): Date {

@@ -114,10 +114,13 @@ export class IssuanceService {
     const planned: { index: number; plan: PlannedIssuance }[] = [];
     await Promise.all(
       requests.map(async (request, index) => {
+        // Known once the credential checks out, so a refusal after that names who asked.
+        let grant: IssuanceGrant | undefined;
         try {
-          planned.push({ index, plan: await this.plan(request, now, context, trustedGrant) });
+          grant = trustedGrant ?? this.deps.authorizer.authorize(request, now);
+          planned.push({ index, plan: await this.plan(request, now, context, grant) });
         } catch (error) {
-          outcomes[index] = this.refuse(error, request, context);
+          outcomes[index] = this.refuse(error, request, context, grant);
         }
       }),
     );
@@ -204,19 +207,18 @@ export class IssuanceService {
     request: IssueRequest,
     now: Date,
     context: RequestContext,
-    trustedGrant?: IssuanceGrant,
+    grant: IssuanceGrant,
   ): Promise<PlannedIssuance> {
-    const grant = trustedGrant ?? this.deps.authorizer.authorize(request, now);
     const csr = await parseCsrOffThread(request.csr);
     checkIdentity(csr, grant);
     const ttlSeconds = this.lifetime(request.ttlSeconds, grant);
     const issuer = this.deps.activeIssuer();
+    // Whole seconds, as X.509 encodes them, so the stored record says exactly what the certificate says.
+    const wholeSeconds = (milliseconds: number): Date => new Date(Math.floor(milliseconds / 1000) * 1000);
     // Backdated for clock skew, but never before the issuer itself is valid.
-    const notBefore = new Date(
-      Math.max(now.getTime() - this.deps.settings.backdateSeconds * 1000, issuer.notBefore.getTime()),
-    );
+    const notBefore = wholeSeconds(Math.max(now.getTime() - this.deps.settings.backdateSeconds * 1000, issuer.notBefore.getTime()));
     // Never outlive the issuer: a leaf valid past its CA's notAfter would fail path validation late.
-    const notAfter = new Date(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime()));
+    const notAfter = wholeSeconds(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime()));
     const serialNumber = generateSerial();
     const fields: WorkloadCertificateFields = {
       serialNumber,

@@ -1,4 +1,7 @@
 /** Records the CA core reads and writes through its ports. */
+import type { Page } from "../common/page.js";
+
+export type { Page };
 
 export type AuthorityKind = "root" | "intermediate";
 
@@ -46,23 +49,24 @@ export interface CertificateRecord {
 }
 
 export interface CertificateFilter {
+  readonly serial?: string;
   readonly spiffeId?: string;
   readonly spiffeIdPrefix?: string;
   readonly dnsName?: string;
   readonly authorityId?: string;
   readonly requester?: string;
   readonly status?: CertificateStatus;
-}
-
-export interface Page<T> {
-  readonly items: readonly T[];
-  /** Opaque cursor of each item, same order as `items`. */
-  readonly cursors: readonly string[];
-  readonly totalCount: number;
-  readonly hasNextPage: boolean;
+  /** Issued at or after (inclusive) and before (exclusive). */
+  readonly issuedAfter?: Date;
+  readonly issuedBefore?: Date;
+  /** notAfter at or after (inclusive) and before (exclusive). */
+  readonly expiresAfter?: Date;
+  readonly expiresBefore?: Date;
 }
 
 export function certificateStatus(record: CertificateRecord, now: Date): CertificateStatus {
   if (record.revokedAt) return "REVOKED";
   return record.notAfter.getTime() <= now.getTime() ? "EXPIRED" : "VALID";
 }
+
+export type CertificatePage = Page<CertificateRecord>;

@@ -59,6 +59,8 @@ export interface IssuanceLedger {
 export interface CertificateQuery {
   get(serial: string, now: Date): CertificateRecord | undefined;
   list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord>;
+  /** Every match in commit order, read in bounded chunks (for exports of the whole history). */
+  iterate(filter: CertificateFilter, now: Date): Iterable<CertificateRecord>;
 }
 
 /** The credentials a workload presents for a first certificate. */

@@ -44,6 +44,14 @@ export interface Config {
     /** nextUpdate - thisUpdate of OCSP responses. */
     readonly responseValiditySeconds: number;
   };
+  readonly transparencyLog: {
+    /** Checkpoint origin and key name; `<trust domain>/log` when unset. */
+    readonly origin: string | undefined;
+    /** Label of the log's P-256 signing key on the online token (made on first start). */
+    readonly keyLabel: string;
+    /** How often new leaves are sequenced and a checkpoint signed. */
+    readonly intervalMs: number;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -101,6 +109,16 @@ const schema = z
     ocsp: z
       .object({ responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600) })
       .prefault({}),
+    transparencyLog: z
+      .object({
+        origin: z
+          .string()
+          .regex(/^[^\s+]+$/u, "must be non-empty without spaces or '+' (a signed-note key name)")
+          .optional(),
+        keyLabel: z.string().min(1).max(64).default("anchorage-log"),
+        intervalMs: positiveInt.min(100).max(3_600_000).default(1000),
+      })
+      .prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -126,6 +144,9 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
   ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
+  ANCHORAGE_LOG_ORIGIN: "transparencyLog.origin",
+  ANCHORAGE_LOG_KEY_LABEL: "transparencyLog.keyLabel",
+  ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };
@@ -192,5 +213,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     dataDir,
     publicBaseUrl: config.publicBaseUrl,
     hsm: { ...config.hsm, pin: config.hsm.pin },
+    transparencyLog: { ...config.transparencyLog, origin: config.transparencyLog.origin },
   });
 }

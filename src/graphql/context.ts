@@ -1,3 +1,5 @@
+import type { AuditEventService } from "../audit/audit-events.js";
+import type { TransparencyLog } from "../audit/transparency-log.js";
 import type { AuthorityService } from "../ca/authority-service.js";
 import type { CertificateService } from "../ca/certificate-service.js";
 import type { IssuanceService } from "../ca/issuance-service.js";
@@ -14,6 +16,8 @@ export interface Services {
   readonly authorities: AuthorityService;
   readonly certificates: CertificateService;
   readonly revocation: RevocationService;
+  readonly auditEvents: AuditEventService;
+  readonly transparencyLog: TransparencyLog;
 }
 
 /** Per-request context, built by the HTTP layer from the connection and headers. */

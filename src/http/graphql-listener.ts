@@ -7,6 +7,7 @@ import type { Services } from "../graphql/context.js";
 import type { AnchorageYoga } from "../graphql/yoga.js";
 import { ANONYMOUS, type Principal } from "../policy/principal.js";
 import { BodyTooLargeError, readBody } from "./body.js";
+import { exportCertificates, exportLogEntries } from "./export.js";
 
 export interface TlsMaterial {
   readonly keyPem: string;
@@ -19,6 +20,16 @@ function sendGraphQLError(response: ServerResponse, status: number, code: string
   response.writeHead(status, { "content-type": "application/graphql-response+json; charset=utf-8", "content-length": Buffer.byteLength(body) });
   response.end(body);
 }
+
+type Exporter = (response: ServerResponse, url: URL, services: Services, principal: Principal) => Promise<void>;
+
+/** Streaming exports beside /graphql: same credentials, no GraphQL (a result set that large is a file). */
+const EXPORTS: Record<string, Exporter> = {
+  "/export/certificates": exportCertificates,
+  "/log/entries": exportLogEntries,
+};
+
+const HTTP_STATUS: Partial<Record<string, number>> = { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 };
 
 function principalOf(request: IncomingMessage, services: Services, remoteAddress: string | undefined): Principal {
   const header = request.headers.authorization;
@@ -43,8 +54,26 @@ export function createGraphQLListener(options: {
 }): Server {
   const { yoga, services, maxRequestBytes, logger } = options;
 
+  const serveExport = async (request: IncomingMessage, response: ServerResponse, url: URL, exporter: Exporter): Promise<void> => {
+    if (request.method !== "GET") {
+      response.writeHead(405, { allow: "GET", "content-type": "text/plain" }).end("method not allowed\n");
+      return;
+    }
+    try {
+      await exporter(response, url, services, principalOf(request, services, request.socket.remoteAddress));
+    } catch (error) {
+      if (!(error instanceof AnchorageError) || response.headersSent) throw error;
+      sendGraphQLError(response, HTTP_STATUS[error.code] ?? 400, error.code, error.message);
+    }
+  };
+
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const url = new URL(request.url ?? "/", "https://anchorage.invalid");
+    const exporter = EXPORTS[url.pathname];
+    if (exporter) {
+      await serveExport(request, response, url, exporter);
+      return;
+    }
     if (url.pathname !== "/graphql") {
       response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
       return;

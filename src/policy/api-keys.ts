@@ -1,8 +1,8 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../common/clock.js";
-import { BadUserInputError, ForbiddenError, UnauthenticatedError } from "../common/errors.js";
+import { BadUserInputError, ForbiddenError, NotFoundError, UnauthenticatedError } from "../common/errors.js";
 import { generateId, generateSecret, hashSecret } from "../common/secrets.js";
-import type { ApiKeyRepository, ApiKeyRole } from "./model.js";
+import type { ApiKeyRecord, ApiKeyRepository, ApiKeyRole } from "./model.js";
 import { actorOf, type Principal } from "./principal.js";
 
 const KEY_PREFIX: Record<ApiKeyRole, string> = { ADMIN: "anc_admin", AUDITOR: "anc_audit" };
@@ -66,8 +66,41 @@ export class ApiKeyService {
     return { id, name, role: input.role, key };
   }
 
+  list(principal: Principal): ApiKeyRecord[] {
+    requireRole(principal, "ADMIN");
+    return this.repository.list();
+  }
+
+  /** Revokes a key; revoking again returns it unchanged. An admin may revoke its own key (and is then locked out). */
+  revoke(principal: Principal, id: string, remoteAddress?: string): ApiKeyRecord {
+    requireRole(principal, "ADMIN");
+    const existing = this.repository.get(id);
+    if (!existing) throw new NotFoundError(`no API key with id ${JSON.stringify(id.slice(0, 64))}`);
+    if (existing.revokedAt) return existing;
+    this.repository.revoke(id, this.clock.now());
+    this.audit.record({
+      type: "apikey.revoked",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: id,
+      ...(remoteAddress ? { remoteAddress } : {}),
+      details: { name: existing.name, role: existing.role },
+    });
+    return this.repository.get(id) as ApiKeyRecord;
+  }
+
   count(): number {
     return this.repository.count();
+  }
+}
+
+/**
+ * Auditors read and never change anything: every mutation is refused for them, whatever credentials the
+ * request carries besides the key (an enrollment token included).
+ */
+export function requireMayChangeState(principal: Principal): void {
+  if (principal.kind === "apiKey" && principal.role === "AUDITOR") {
+    throw new ForbiddenError("the AUDITOR role is read-only");
   }
 }
 

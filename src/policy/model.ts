@@ -28,6 +28,10 @@ export interface EnrollmentTokenRecord {
 export interface ApiKeyRepository {
   insert(record: ApiKeyRecord): void;
   findByHash(keyHash: Buffer): ApiKeyRecord | undefined;
+  get(id: string): ApiKeyRecord | undefined;
+  list(): ApiKeyRecord[];
+  /** Sets revoked_at unless already set; the first revocation time stands. */
+  revoke(id: string, at: Date): void;
   count(): number;
 }
 

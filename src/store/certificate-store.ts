@@ -8,12 +8,13 @@ import type {
   ReservationResult,
 } from "../ca/ports.js";
 import { BadUserInputError } from "../common/errors.js";
+import { decodeCursor, encodeCursor } from "../common/page.js";
 import type { SqliteAuditEventRepository } from "./audit-event-repository.js";
 import type { SqliteDatabase } from "./database.js";
 import { GroupCommitter } from "./group-commit.js";
 
-interface CertificateRow {
-  rowid: number;
+export interface CertificateRow {
+  issued_seq: number;
   serial: string;
   authority_id: string;
   spiffe_id: string;
@@ -29,7 +30,7 @@ interface CertificateRow {
   revocation_reason: string | null;
 }
 
-const fromRow = (row: CertificateRow): CertificateRecord => ({
+export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
   serial: row.serial,
   authorityId: row.authority_id,
   spiffeId: row.spiffe_id,
@@ -45,12 +46,41 @@ const fromRow = (row: CertificateRow): CertificateRecord => ({
   revocationReason: row.revocation_reason,
 });
 
-/** Cursors are opaque to clients: the row's insertion order, so pages neither skip nor repeat while rows are added. */
-const encodeCursor = (rowid: number): string => Buffer.from(`c:${rowid}`).toString("base64url");
+const CURSOR_TAG = "c";
 
-export function decodeCertificateCursor(cursor: string): number | undefined {
-  const match = /^c:(\d{1,15})$/.exec(Buffer.from(cursor, "base64url").toString("utf8"));
-  return match ? Number(match[1]) : undefined;
+/** A WHERE clause (without the keyword) and its parameters. */
+interface Condition {
+  readonly sql: string;
+  readonly parameters: readonly unknown[];
+}
+
+function filterConditions(filter: CertificateFilter, now: Date): Condition[] {
+  const conditions: Condition[] = [{ sql: "issued_seq IS NOT NULL", parameters: [] }];
+  const add = (sql: string, ...parameters: unknown[]): void => {
+    conditions.push({ sql, parameters });
+  };
+  if (filter.serial !== undefined) add("serial = ?", filter.serial);
+  if (filter.spiffeId !== undefined) add("spiffe_id = ?", filter.spiffeId);
+  // Range instead of LIKE: uses the index and treats % and _ in the prefix literally.
+  if (filter.spiffeIdPrefix !== undefined) {
+    add("spiffe_id >= ? AND spiffe_id < ?", filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`);
+  }
+  if (filter.dnsName !== undefined) {
+    add("issued_seq IN (SELECT issued_seq FROM certificate_dns_names WHERE name = ?)", filter.dnsName);
+  }
+  if (filter.authorityId !== undefined) add("authority_id = ?", filter.authorityId);
+  if (filter.requester !== undefined) add("requester = ?", filter.requester);
+  if (filter.status === "REVOKED") add("revoked_at IS NOT NULL");
+  if (filter.status === "VALID") add("revoked_at IS NULL AND not_after > ?", now.getTime());
+  if (filter.status === "EXPIRED") add("revoked_at IS NULL AND not_after <= ?", now.getTime());
+  // issued_at is non-decreasing along issued_seq, so "issued at or after t" is "issued_seq at or after the
+  // first row issued at or after t": one index probe, then the same range scan every page uses.
+  const firstSeqIssuedFrom = "coalesce((SELECT issued_seq FROM certificates WHERE issued_at >= ? ORDER BY issued_at, issued_seq LIMIT 1), 9007199254740991)";
+  if (filter.issuedAfter !== undefined) add(`issued_seq >= ${firstSeqIssuedFrom}`, filter.issuedAfter.getTime());
+  if (filter.issuedBefore !== undefined) add(`issued_seq < ${firstSeqIssuedFrom}`, filter.issuedBefore.getTime());
+  if (filter.expiresAfter !== undefined) add("not_after >= ?", filter.expiresAfter.getTime());
+  if (filter.expiresBefore !== undefined) add("not_after < ?", filter.expiresBefore.getTime());
+  return conditions;
 }
 
 export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery {
@@ -72,10 +102,18 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
          VALUES (?, ?, 'prepared', ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       complete: db.prepare(
-        "UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?, issued_at = ? WHERE serial = ? AND state = 'prepared'",
+        `UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?,
+           issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (SELECT max(issued_seq) FROM certificates)), 0)),
+           issued_seq = (SELECT coalesce(max(issued_seq), 0) + 1 FROM certificates)
+         WHERE serial = ? AND state = 'prepared'`,
+      ),
+      indexDnsNames: db.prepare(
+        `INSERT INTO certificate_dns_names (name, issued_seq)
+         SELECT json_each.value, certificates.issued_seq FROM certificates, json_each(certificates.dns_names)
+         WHERE certificates.serial = ?`,
       ),
       fail: db.prepare("UPDATE certificates SET state = 'failed' WHERE serial = ? AND state = 'prepared'"),
-      get: db.prepare("SELECT rowid, * FROM certificates WHERE serial = ? AND state = 'issued'"),
+      get: db.prepare("SELECT * FROM certificates WHERE serial = ? AND state = 'issued'"),
     };
   }
 
@@ -109,6 +147,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       for (const item of items) {
         const updated = this.statements.complete.run(item.der, item.fingerprintSha256, now.getTime(), item.serial);
         if (updated.changes !== 1) throw new Error(`certificate ${item.serial} is not reserved`);
+        this.statements.indexDnsNames.run(item.serial);
         this.audit.append(item.audit, now);
       }
     });
@@ -126,54 +165,38 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
 
   get(serial: string): CertificateRecord | undefined {
     const row = this.statements.get.get(serial) as CertificateRow | undefined;
-    return row && fromRow(row);
+    return row && certificateFromRow(row);
   }
 
   list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord> {
-    const conditions = ["state = 'issued'"];
-    const parameters: unknown[] = [];
-    if (filter.spiffeId !== undefined) {
-      conditions.push("spiffe_id = ?");
-      parameters.push(filter.spiffeId);
-    }
-    if (filter.spiffeIdPrefix !== undefined) {
-      // Range instead of LIKE: uses the index and treats % and _ in the prefix literally.
-      conditions.push("spiffe_id >= ? AND spiffe_id < ?");
-      parameters.push(filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`);
-    }
-    if (filter.dnsName !== undefined) {
-      conditions.push("EXISTS (SELECT 1 FROM json_each(dns_names) WHERE value = ?)");
-      parameters.push(filter.dnsName);
-    }
-    if (filter.authorityId !== undefined) {
-      conditions.push("authority_id = ?");
-      parameters.push(filter.authorityId);
-    }
-    if (filter.requester !== undefined) {
-      conditions.push("requester = ?");
-      parameters.push(filter.requester);
-    }
-    if (filter.status === "REVOKED") conditions.push("revoked_at IS NOT NULL");
-    if (filter.status === "VALID" || filter.status === "EXPIRED") {
-      conditions.push(`revoked_at IS NULL AND not_after ${filter.status === "VALID" ? ">" : "<="} ?`);
-      parameters.push(now.getTime());
-    }
-    const where = conditions.join(" AND ");
-    const totalCount = Number(
-      this.db.prepare(`SELECT count(*) FROM certificates WHERE ${where}`).pluck().get(...parameters),
-    );
-    const afterRowid = after === undefined ? 0 : decodeCertificateCursor(after);
-    if (afterRowid === undefined) throw new BadUserInputError("the cursor is not one this service returned");
+    const afterSeq = after === undefined ? 0 : decodeCursor(CURSOR_TAG, after);
+    if (afterSeq === undefined) throw new BadUserInputError("the cursor is not one this service returned");
+    const conditions = filterConditions(filter, now);
+    const where = conditions.map((condition) => condition.sql).join(" AND ");
+    const parameters = conditions.flatMap((condition) => condition.parameters);
     const rows = this.db
-      .prepare(`SELECT rowid, * FROM certificates WHERE ${where} AND rowid > ? ORDER BY rowid LIMIT ?`)
-      .all(...parameters, afterRowid, first + 1) as CertificateRow[];
+      .prepare(`SELECT * FROM certificates WHERE ${where} AND issued_seq > ? ORDER BY issued_seq LIMIT ?`)
+      .all(...parameters, afterSeq, first + 1) as CertificateRow[];
     const page = rows.slice(0, first);
     return {
-      items: page.map(fromRow),
-      cursors: page.map((row) => encodeCursor(row.rowid)),
-      totalCount,
+      items: page.map(certificateFromRow),
+      cursors: page.map((row) => encodeCursor(CURSOR_TAG, row.issued_seq)),
       hasNextPage: rows.length > first,
+      countTotal: () => Number(this.db.prepare(`SELECT count(*) FROM certificates WHERE ${where}`).pluck().get(...parameters)),
     };
   }
-}
 
+  /**
+   * Every issued certificate matching `filter`, in commit order, fetched `chunkSize` rows at a time: an
+   * export of millions of rows holds one chunk in memory and no read transaction between chunks.
+   */
+  *iterate(filter: CertificateFilter, now: Date, chunkSize = 1000): Generator<CertificateRecord> {
+    let after: string | undefined;
+    for (;;) {
+      const page = this.list(filter, chunkSize, after, now);
+      yield* page.items;
+      if (!page.hasNextPage) return;
+      after = page.cursors.at(-1);
+    }
+  }
+}

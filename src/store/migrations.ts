@@ -134,4 +134,75 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX ocsp_responses_next_update ON ocsp_responses(next_update);
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- Commit order of issued certificates: assigned in the transaction that stores the signed certificate,
+      -- and SQLite has one writer, so a reader that has seen sequence n has seen every sequence below n.
+      -- Pagination by it neither skips nor repeats rows while issuance goes on (rowid, assigned when the
+      -- serial is reserved, would skip a row reserved early and signed late).
+      ALTER TABLE certificates ADD COLUMN issued_seq INTEGER;
+      UPDATE certificates SET issued_seq = ranked.seq
+        FROM (SELECT rowid AS id, row_number() OVER (ORDER BY rowid) AS seq FROM certificates WHERE state = 'issued') AS ranked
+        WHERE certificates.rowid = ranked.id;
+      CREATE UNIQUE INDEX certificates_issued_seq ON certificates(issued_seq) WHERE issued_seq IS NOT NULL;
+      -- issued_at never goes down along issued_seq (the store takes the later of now and the previous row's),
+      -- so a time range is a range of issued_seq and pages of a time window are index range scans.
+      UPDATE certificates SET issued_at = running.at
+        FROM (SELECT rowid AS id, max(issued_at) OVER (ORDER BY issued_seq) AS at FROM certificates WHERE issued_seq IS NOT NULL) AS running
+        WHERE certificates.rowid = running.id;
+
+      -- History filters page in issued_seq order; each filter gets an index that yields rows in that order.
+      DROP INDEX certificates_spiffe_id;
+      CREATE INDEX certificates_spiffe_seq ON certificates(spiffe_id, issued_seq);
+      CREATE INDEX certificates_authority_seq ON certificates(authority_id, issued_seq);
+      CREATE INDEX certificates_requester_seq ON certificates(requester, issued_seq);
+      CREATE INDEX certificates_issued_at ON certificates(issued_at, issued_seq);
+      -- Covers the status filters' counts (expired = not revoked and past notAfter) without table reads.
+      DROP INDEX certificates_not_after;
+      CREATE INDEX certificates_not_after ON certificates(not_after, revoked_at, issued_seq);
+
+      -- One row per DNS SAN, so a DNS filter is an index lookup rather than a JSON scan of every row.
+      CREATE TABLE certificate_dns_names (
+        name TEXT NOT NULL,
+        issued_seq INTEGER NOT NULL,
+        PRIMARY KEY (name, issued_seq)
+      ) WITHOUT ROWID;
+      INSERT INTO certificate_dns_names (name, issued_seq)
+        SELECT json_each.value, certificates.issued_seq FROM certificates, json_each(certificates.dns_names)
+        WHERE certificates.issued_seq IS NOT NULL;
+
+      CREATE INDEX audit_events_actor ON audit_events(actor, sequence);
+      CREATE INDEX audit_events_subject ON audit_events(subject, sequence);
+      CREATE INDEX audit_events_occurred_at ON audit_events(occurred_at);
+
+      -- Transparency log (RFC 9162 Merkle tree). Every issued certificate and every audit event becomes a
+      -- leaf, in sequencing order. The leaf data is rebuilt from the rows it names, so an edit to a row no
+      -- longer matches the signed tree head.
+      CREATE TABLE log_leaves (
+        leaf_index INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('certificate', 'audit')),
+        ref INTEGER NOT NULL,
+        leaf_hash BLOB NOT NULL,
+        UNIQUE (kind, ref)
+      );
+      -- Hashes of the complete (power-of-two) subtrees above the leaves: any root or proof is O(log n) reads.
+      CREATE TABLE log_nodes (
+        level INTEGER NOT NULL CHECK (level > 0),
+        node_index INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, node_index)
+      ) WITHOUT ROWID;
+      CREATE TABLE log_checkpoints (
+        tree_size INTEGER PRIMARY KEY,
+        root_hash BLOB NOT NULL,
+        note TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE TRIGGER log_leaves_no_update BEFORE UPDATE ON log_leaves
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+      CREATE TRIGGER log_leaves_no_delete BEFORE DELETE ON log_leaves
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+    `,
+  },
 ];

@@ -16,6 +16,15 @@ interface ApiKeyRow {
   revoked_at: number | null;
 }
 
+const apiKeyFromRow = (row: ApiKeyRow): ApiKeyRecord => ({
+  id: row.id,
+  name: row.name,
+  role: row.role,
+  keyHash: row.key_hash,
+  createdAt: new Date(row.created_at),
+  revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
+});
+
 export class SqliteApiKeyRepository implements ApiKeyRepository {
   private readonly byHash;
 
@@ -31,15 +40,20 @@ export class SqliteApiKeyRepository implements ApiKeyRepository {
 
   findByHash(keyHash: Buffer): ApiKeyRecord | undefined {
     const row = this.byHash.get(keyHash) as ApiKeyRow | undefined;
-    if (!row) return undefined;
-    return {
-      id: row.id,
-      name: row.name,
-      role: row.role,
-      keyHash: row.key_hash,
-      createdAt: new Date(row.created_at),
-      revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
-    };
+    return row && apiKeyFromRow(row);
+  }
+
+  get(id: string): ApiKeyRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM api_keys WHERE id = ?").get(id) as ApiKeyRow | undefined;
+    return row && apiKeyFromRow(row);
+  }
+
+  list(): ApiKeyRecord[] {
+    return (this.db.prepare("SELECT * FROM api_keys ORDER BY created_at, id").all() as ApiKeyRow[]).map(apiKeyFromRow);
+  }
+
+  revoke(id: string, at: Date): void {
+    this.db.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run(at.getTime(), id);
   }
 
   count(): number {

@@ -154,7 +154,7 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     expect(() => db.prepare("DELETE FROM audit_events").run()).toThrow(/append-only/);
   });
 
-  it("pages issued certificates by insertion order without repeats, and refuses a forged cursor", async () => {
+  it("pages issued certificates in commit order without repeats, and refuses a forged cursor", async () => {
     for (let index = 0; index < 5; index++) {
       const item = prepared({ spiffeId: "spiffe://anchorage.test/paged" });
       await store.prepare([item], NOW);
@@ -166,9 +166,51 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     const third = store.list(filter, 2, second.cursors.at(-1), NOW);
     const serials = [...first.items, ...second.items, ...third.items].map((item) => item.serial);
     expect(new Set(serials).size).toBe(5);
-    expect(first.totalCount).toBe(5);
+    expect(first.countTotal()).toBe(5);
     expect([first.hasNextPage, second.hasNextPage, third.hasNextPage]).toEqual([true, true, false]);
     expect(() => store.list(filter, 2, "bm90LWEtY3Vyc29y", NOW)).toThrow(/cursor/);
+  });
+
+  it("does not skip a certificate reserved before a page was read and signed after it", async () => {
+    const spiffeId = "spiffe://anchorage.test/late";
+    const early = prepared({ spiffeId });
+    const late = prepared({ spiffeId });
+    await store.prepare([early], NOW);
+    await store.prepare([late], NOW);
+    await store.complete([{ serial: late.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
+    const first = store.list({ spiffeId }, 10, undefined, NOW);
+    expect(first.items.map((item) => item.serial)).toEqual([late.serial]);
+    await store.complete([{ serial: early.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
+    const next = store.list({ spiffeId }, 10, first.cursors.at(-1), NOW);
+    expect(next.items.map((item) => item.serial)).toEqual([early.serial]);
+  });
+
+  it("filters by DNS name, serial and time ranges through the indexed columns", async () => {
+    const spiffeId = "spiffe://anchorage.test/filters";
+    const later = new Date(NOW.getTime() + 3_600_000);
+    const a = prepared({ spiffeId, dnsNames: ["a.filters.svc", "shared.filters.svc"] });
+    const b = prepared({ spiffeId, dnsNames: ["b.filters.svc", "shared.filters.svc"], notAfter: new Date(later.getTime() + 7_200_000) });
+    await store.prepare([a, b], NOW);
+    await store.complete([{ serial: a.serial, der: Buffer.from("a"), fingerprintSha256: "00", audit }], NOW);
+    await store.complete([{ serial: b.serial, der: Buffer.from("b"), fingerprintSha256: "00", audit }], later);
+    const serials = (filter: Parameters<typeof store.list>[0]) => store.list(filter, 10, undefined, NOW).items.map((item) => item.serial);
+    expect(serials({ dnsName: "shared.filters.svc" })).toEqual([a.serial, b.serial]);
+    expect(serials({ dnsName: "b.filters.svc" })).toEqual([b.serial]);
+    expect(serials({ dnsName: "filters.svc" })).toEqual([]);
+    expect(serials({ serial: a.serial })).toEqual([a.serial]);
+    expect(serials({ spiffeId, issuedAfter: later })).toEqual([b.serial]);
+    expect(serials({ spiffeId, issuedBefore: later })).toEqual([a.serial]);
+    expect(serials({ spiffeId, expiresAfter: later })).toEqual([a.serial, b.serial]);
+    expect(serials({ spiffeId, expiresAfter: new Date(later.getTime() + 1) })).toEqual([b.serial]);
+    expect(serials({ spiffeId, expiresBefore: later })).toEqual([]);
+    expect(store.list({ dnsName: "shared.filters.svc" }, 1, undefined, NOW).countTotal()).toBe(2);
+    expect(count("SELECT count(*) FROM certificate_dns_names WHERE name = 'shared.filters.svc'")).toBe(2);
+  });
+
+  it("keeps the transparency log's leaves append-only in the database itself", () => {
+    db.prepare("INSERT INTO log_leaves (leaf_index, kind, ref, leaf_hash) VALUES (999999, 'audit', 999999, x'00')").run();
+    expect(() => db.prepare("UPDATE log_leaves SET ref = 0").run()).toThrow(/append-only/);
+    expect(() => db.prepare("DELETE FROM log_leaves").run()).toThrow(/append-only/);
   });
 });
 

@@ -3,22 +3,36 @@ import { createApiKey } from "./Mutation/createApiKey.js";
 import { createEnrollmentToken } from "./Mutation/createEnrollmentToken.js";
 import { issueCertificate } from "./Mutation/issueCertificate.js";
 import { issueCertificates } from "./Mutation/issueCertificates.js";
+import { revokeApiKey } from "./Mutation/revokeApiKey.js";
 import { revokeCertificate } from "./Mutation/revokeCertificate.js";
+import { apiKeys } from "./Query/apiKeys.js";
+import { auditEvents } from "./Query/auditEvents.js";
 import { authorities } from "./Query/authorities.js";
 import { certificate } from "./Query/certificate.js";
 import { certificates } from "./Query/certificates.js";
+import { consistencyProof } from "./Query/consistencyProof.js";
+import { inclusionProof } from "./Query/inclusionProof.js";
+import { transparencyLog } from "./Query/transparencyLog.js";
 import { trustBundle } from "./Query/trustBundle.js";
+import { ApiKey } from "./types/ApiKey.js";
+import { AuditEvent } from "./types/AuditEvent.js";
+import { AuditEventConnection } from "./types/AuditEventConnection.js";
 import { Authority } from "./types/Authority.js";
 import { Certificate } from "./types/Certificate.js";
+import { CertificateConnection } from "./types/CertificateConnection.js";
 import { EnrollmentToken } from "./types/EnrollmentToken.js";
 import { IssuedCertificate } from "./types/IssuedCertificate.js";
 import { TrustBundle } from "./types/TrustBundle.js";
 
 export const resolvers: Resolvers = {
-  Query: { trustBundle, authorities, certificate, certificates },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate },
+  Query: { trustBundle, authorities, certificate, certificates, apiKeys, auditEvents, transparencyLog, inclusionProof, consistencyProof },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey },
+  ApiKey,
+  AuditEvent,
+  AuditEventConnection,
   Authority,
   Certificate,
+  CertificateConnection,
   EnrollmentToken,
   IssuedCertificate,
   TrustBundle,

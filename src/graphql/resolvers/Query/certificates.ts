@@ -1,23 +1,16 @@
+import type { CertificateFilter } from "../../../ca/model.js";
 import type { QueryResolvers } from "../../generated/resolvers-types.js";
+import { parseTimeInput, presentFields } from "../../inputs.js";
 
 export const certificates: NonNullable<QueryResolvers["certificates"]> = (_parent, args, context) => {
-  const { filter, first, after } = args;
-  const page = context.services.certificates.list(
-    context.principal,
-    {
-      ...(filter?.spiffeId != null ? { spiffeId: filter.spiffeId } : {}),
-      ...(filter?.spiffeIdPrefix != null ? { spiffeIdPrefix: filter.spiffeIdPrefix } : {}),
-      ...(filter?.dnsName != null ? { dnsName: filter.dnsName } : {}),
-      ...(filter?.issuerId != null ? { authorityId: filter.issuerId } : {}),
-      ...(filter?.requester != null ? { requester: filter.requester } : {}),
-      ...(filter?.status != null ? { status: filter.status } : {}),
-    },
-    first,
-    after,
-  );
-  return {
-    edges: page.items.map((node, index) => ({ node, cursor: page.cursors[index] as string })),
-    pageInfo: { hasNextPage: page.hasNextPage, endCursor: page.cursors.at(-1) ?? null },
-    totalCount: page.totalCount,
+  const { issuerId, issuedAfter, issuedBefore, expiresAfter, expiresBefore, ...equalities } = presentFields(args.filter);
+  const filter: CertificateFilter = {
+    ...equalities,
+    ...(issuerId !== undefined ? { authorityId: issuerId } : {}),
+    ...(issuedAfter !== undefined ? { issuedAfter: parseTimeInput(issuedAfter, "issuedAfter") } : {}),
+    ...(issuedBefore !== undefined ? { issuedBefore: parseTimeInput(issuedBefore, "issuedBefore") } : {}),
+    ...(expiresAfter !== undefined ? { expiresAfter: parseTimeInput(expiresAfter, "expiresAfter") } : {}),
+    ...(expiresBefore !== undefined ? { expiresBefore: parseTimeInput(expiresBefore, "expiresBefore") } : {}),
   };
+  return context.services.certificates.list(context.principal, filter, args.first, args.after);
 };

@@ -12,4 +12,5 @@ export const Certificate: CertificateResolvers = {
   revocationReason: (record) =>
     record.revocationReason !== null && isRevocationReason(record.revocationReason) ? record.revocationReason : null,
   issuerId: (record) => record.authorityId,
+  issuedAt: (record) => record.issuedAt.toISOString(),
 };

@@ -1,0 +1,134 @@
+import { auditEventFromRow, type AuditEventRow } from "./audit-event-repository.js";
+import { auditLogEntry, certificateLogEntry } from "../audit/log-entry.js";
+import { leafHash, nodeHash, type SubtreeHashes } from "../audit/merkle.js";
+import type { StoredCheckpoint, TransparencyLogRepository } from "../audit/transparency-log.js";
+import { certificateFromRow, type CertificateRow } from "./certificate-store.js";
+import { inTransaction, type SqliteDatabase } from "./database.js";
+
+interface CheckpointRow {
+  tree_size: number;
+  root_hash: Buffer;
+  note: string;
+  created_at: number;
+}
+
+const checkpointFromRow = (row: CheckpointRow): StoredCheckpoint => ({
+  treeSize: row.tree_size,
+  rootHash: row.root_hash,
+  note: row.note,
+  createdAt: new Date(row.created_at),
+});
+
+interface LeafRow {
+  leaf_index: number;
+  kind: "certificate" | "audit";
+  ref: number;
+}
+
+export class SqliteTransparencyLogRepository implements TransparencyLogRepository {
+  readonly hashes: SubtreeHashes;
+  private readonly statements;
+
+  constructor(private readonly db: SqliteDatabase) {
+    this.statements = {
+      treeSize: db.prepare("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_leaves").pluck(),
+      lastRef: db.prepare("SELECT coalesce(max(ref), 0) FROM log_leaves WHERE kind = ?").pluck(),
+      newCertificates: db.prepare("SELECT * FROM certificates WHERE issued_seq > ? ORDER BY issued_seq LIMIT ?"),
+      newAuditEvents: db.prepare("SELECT * FROM audit_events WHERE sequence > ? ORDER BY sequence LIMIT ?"),
+      insertLeaf: db.prepare("INSERT INTO log_leaves (leaf_index, kind, ref, leaf_hash) VALUES (?, ?, ?, ?)"),
+      insertNode: db.prepare("INSERT INTO log_nodes (level, node_index, hash) VALUES (?, ?, ?)"),
+      leafHash: db.prepare("SELECT leaf_hash FROM log_leaves WHERE leaf_index = ?").pluck(),
+      nodeHash: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND node_index = ?").pluck(),
+      leaf: db.prepare("SELECT leaf_index, kind, ref FROM log_leaves WHERE leaf_index = ?"),
+      leaves: db.prepare("SELECT leaf_index, kind, ref FROM log_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"),
+      certificateBySeq: db.prepare("SELECT * FROM certificates WHERE issued_seq = ?"),
+      auditEvent: db.prepare("SELECT * FROM audit_events WHERE sequence = ?"),
+      leafOfSerial: db
+        .prepare("SELECT leaf_index FROM log_leaves WHERE kind = 'certificate' AND ref = (SELECT issued_seq FROM certificates WHERE serial = ?)")
+        .pluck(),
+      saveCheckpoint: db.prepare("INSERT OR IGNORE INTO log_checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)"),
+      latestCheckpoint: db.prepare("SELECT * FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"),
+      checkpointAt: db.prepare("SELECT * FROM log_checkpoints WHERE tree_size = ?"),
+    };
+    this.hashes = {
+      get: (level, index) => {
+        const hash = (level === 0 ? this.statements.leafHash.get(index) : this.statements.nodeHash.get(level, index)) as Buffer | undefined;
+        if (!hash) throw new Error(`the log has no stored hash at level ${level}, index ${index}`);
+        return hash;
+      },
+    };
+  }
+
+  sequence(limit: number): { appended: number; treeSize: number } {
+    return inTransaction(this.db, () => {
+      let size = Number(this.statements.treeSize.get());
+      const start = size;
+      const append = (kind: "certificate" | "audit", ref: number, entry: Buffer): void => {
+        let hash = leafHash(entry);
+        this.statements.insertLeaf.run(size, kind, ref, hash);
+        // Store every subtree this leaf completes: the node at (level, index) is complete when index is odd.
+        for (let level = 0, index = size; index % 2 === 1; level++, index = Math.floor(index / 2)) {
+          hash = nodeHash(this.hashes.get(level, index - 1), hash);
+          this.statements.insertNode.run(level + 1, Math.floor(index / 2), hash);
+        }
+        size++;
+      };
+      const certificates = this.statements.newCertificates.all(
+        this.statements.lastRef.get("certificate"),
+        limit,
+      ) as CertificateRow[];
+      for (const row of certificates) append("certificate", row.issued_seq, certificateLogEntry(certificateFromRow(row), row.issued_seq));
+      const events = this.statements.newAuditEvents.all(
+        this.statements.lastRef.get("audit"),
+        limit - certificates.length,
+      ) as AuditEventRow[];
+      for (const row of events) append("audit", row.sequence, auditLogEntry(auditEventFromRow(row)));
+      return { appended: size - start, treeSize: size };
+    });
+  }
+
+  treeSize(): number {
+    return Number(this.statements.treeSize.get());
+  }
+
+  leafIndexOfCertificate(serial: string): number | undefined {
+    const index = this.statements.leafOfSerial.get(serial) as number | undefined;
+    return index ?? undefined;
+  }
+
+  entry(leafIndex: number): Buffer | undefined {
+    const leaf = this.statements.leaf.get(leafIndex) as LeafRow | undefined;
+    return leaf && this.entryOf(leaf);
+  }
+
+  /** Leaf data of [start, end), rebuilt from the rows, `chunkSize` leaves per query. Missing rows yield undefined. */
+  *entries(start: number, end: number, chunkSize = 1000): Generator<{ leafIndex: number; entry: Buffer | undefined }> {
+    for (let from = start; from < end; from += chunkSize) {
+      const leaves = this.statements.leaves.all(from, Math.min(end, from + chunkSize)) as LeafRow[];
+      for (const leaf of leaves) yield { leafIndex: leaf.leaf_index, entry: this.entryOf(leaf) };
+    }
+  }
+
+  saveCheckpoint(checkpoint: StoredCheckpoint): void {
+    this.statements.saveCheckpoint.run(checkpoint.treeSize, checkpoint.rootHash, checkpoint.note, checkpoint.createdAt.getTime());
+  }
+
+  latestCheckpoint(): StoredCheckpoint | undefined {
+    const row = this.statements.latestCheckpoint.get() as CheckpointRow | undefined;
+    return row && checkpointFromRow(row);
+  }
+
+  checkpointAt(treeSize: number): StoredCheckpoint | undefined {
+    const row = this.statements.checkpointAt.get(treeSize) as CheckpointRow | undefined;
+    return row && checkpointFromRow(row);
+  }
+
+  private entryOf(leaf: LeafRow): Buffer | undefined {
+    if (leaf.kind === "certificate") {
+      const row = this.statements.certificateBySeq.get(leaf.ref) as CertificateRow | undefined;
+      return row && certificateLogEntry(certificateFromRow(row), leaf.ref);
+    }
+    const row = this.statements.auditEvent.get(leaf.ref) as AuditEventRow | undefined;
+    return row && auditLogEntry(auditEventFromRow(row));
+  }
+}
