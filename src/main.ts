@@ -35,6 +35,8 @@ import { createGraphQLServer } from "./graphql/yoga.js";
 import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener.js";
 import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
+import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
+import { JwtAttestor } from "./policy/jwt-attestation.js";
 import { CrlPublisher } from "./revocation/crl-publisher.js";
 import { ocspErrorResponse } from "./revocation/ocsp-codec.js";
 import { DEFAULT_OCSP_SETTINGS, OcspResponder } from "./revocation/ocsp-responder.js";
@@ -230,8 +232,12 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const issuer = new Issuer(intermediate, await keyStore.openKey(intermediate.keyLabel), [intermediate.certificateDer], authorityUrls(baseUrl, intermediate.id));
 
   const revocations = new SqliteRevocationRepository(db, auditEvents);
+  const jwtAttestor =
+    config.jwtIssuers.length > 0
+      ? new JwtAttestor({ trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, issuers: config.jwtIssuers, clock, logger })
+      : undefined;
   const issuance = new IssuanceService({
-    authorizer: enrollmentTokens,
+    authorizer: new CredentialAuthorizer(enrollmentTokens, jwtAttestor),
     ledger: certificateStore,
     activeIssuer: () => issuer,
     onIssued: (certificates) => presignOcsp.presign(certificates),

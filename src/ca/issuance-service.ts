@@ -5,6 +5,7 @@ import {
   AnchorageError,
   BadUserInputError,
   InternalError,
+  type ErrorCode,
   PolicyViolationError,
   UnauthenticatedError,
 } from "../common/errors.js";
@@ -41,6 +42,26 @@ export interface IssuanceSettings {
 
 export interface RequestContext {
   readonly remoteAddress?: string;
+}
+
+/** The checks a dry run reports on, in the order issuance applies them. */
+export type IssuanceRule = "credential" | "csr" | "lifetime" | "identity" | "lint";
+
+export interface IssuanceRefusal {
+  readonly rule: IssuanceRule;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/** What `explain` found: the refusals, or the certificate the request would get. */
+export interface IssuanceDecision {
+  readonly allowed: boolean;
+  readonly refusals: readonly IssuanceRefusal[];
+  readonly requester?: string;
+  readonly spiffeId?: string;
+  readonly dnsNames?: readonly string[];
+  readonly keyType?: string;
+  readonly certificate?: { readonly issuerId: string; readonly notBefore: Date; readonly notAfter: Date; readonly ttlSeconds: number };
 }
 
 /** Supplies the issuer that is active now; rotation swaps it without a restart. */
@@ -117,7 +138,7 @@ export class IssuanceService {
         // Known once the credential checks out, so a refusal after that names who asked.
         let grant: IssuanceGrant | undefined;
         try {
-          grant = trustedGrant ?? this.deps.authorizer.authorize(request, now);
+          grant = trustedGrant ?? (await this.deps.authorizer.authorize(request, now));
           planned.push({ index, plan: await this.plan(request, now, context, grant) });
         } catch (error) {
           outcomes[index] = this.refuse(error, request, context, grant);
@@ -213,29 +234,9 @@ export class IssuanceService {
     checkIdentity(csr, grant);
     const ttlSeconds = this.lifetime(request.ttlSeconds, grant);
     const issuer = this.deps.activeIssuer();
-    // Whole seconds, as X.509 encodes them, so the stored record says exactly what the certificate says.
-    const wholeSeconds = (milliseconds: number): Date => new Date(Math.floor(milliseconds / 1000) * 1000);
-    // Backdated for clock skew, but never before the issuer itself is valid.
-    const notBefore = wholeSeconds(Math.max(now.getTime() - this.deps.settings.backdateSeconds * 1000, issuer.notBefore.getTime()));
-    // Never outlive the issuer: a leaf valid past its CA's notAfter would fail path validation late.
-    const notAfter = wholeSeconds(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime()));
-    const serialNumber = generateSerial();
-    const fields: WorkloadCertificateFields = {
-      serialNumber,
-      notBefore,
-      notAfter,
-      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
-      keyType: csr.keyType,
-      spiffeId: csr.spiffeId,
-      dnsNames: csr.dnsNames,
-      ...(grant.ipAddresses?.length ? { ipAddresses: grant.ipAddresses } : {}),
-    };
-    const problems = lintWorkloadCertificate(fields, {
-      trustDomain: this.deps.settings.trustDomain,
-      issuerNotBefore: issuer.notBefore,
-      issuerNotAfter: issuer.notAfter,
-      maxLifetimeSeconds: this.deps.settings.maxTtlSeconds + this.deps.settings.backdateSeconds,
-    });
+    const fields = this.certificateFields(csr, grant, ttlSeconds, issuer, now);
+    const { serialNumber, notBefore, notAfter } = fields;
+    const problems = this.lint(fields, issuer);
     if (problems.length > 0) {
       throw new InternalError("the certificate failed the pre-issuance lint", { cause: new Error(problems.join("; ")) });
     }
@@ -264,6 +265,72 @@ export class IssuanceService {
           details: { spiffeId: csr.spiffeId, dnsNames: csr.dnsNames, keyType: csr.keyDescription, ttlSeconds },
         },
       },
+    };
+  }
+
+  /** The values that go into the TBS, from the checked CSR, the grant and the issuer. Pure apart from the serial. */
+  private certificateFields(csr: ParsedCsr, grant: IssuanceGrant, ttlSeconds: number, issuer: Issuer, now: Date): WorkloadCertificateFields {
+    // Whole seconds, as X.509 encodes them, so the stored record says exactly what the certificate says.
+    const wholeSeconds = (milliseconds: number): Date => new Date(Math.floor(milliseconds / 1000) * 1000);
+    return {
+      serialNumber: generateSerial(),
+      // Backdated for clock skew, but never before the issuer itself is valid.
+      notBefore: wholeSeconds(Math.max(now.getTime() - this.deps.settings.backdateSeconds * 1000, issuer.notBefore.getTime())),
+      // Never outlive the issuer: a leaf valid past its CA's notAfter would fail path validation late.
+      notAfter: wholeSeconds(Math.min(now.getTime() + ttlSeconds * 1000, issuer.notAfter.getTime())),
+      subjectPublicKeyInfo: csr.subjectPublicKeyInfo,
+      keyType: csr.keyType,
+      spiffeId: csr.spiffeId,
+      dnsNames: csr.dnsNames,
+      ...(grant.ipAddresses?.length ? { ipAddresses: grant.ipAddresses } : {}),
+    };
+  }
+
+  private lint(fields: WorkloadCertificateFields, issuer: Issuer): string[] {
+    return lintWorkloadCertificate(fields, {
+      trustDomain: this.deps.settings.trustDomain,
+      issuerNotBefore: issuer.notBefore,
+      issuerNotAfter: issuer.notAfter,
+      maxLifetimeSeconds: this.deps.settings.maxTtlSeconds + this.deps.settings.backdateSeconds,
+    });
+  }
+
+  /**
+   * Dry run of `issue`: every rule the request would fail, not just the first, and the certificate it would
+   * get otherwise. Consumes no token use, writes no row or audit event, signs nothing.
+   */
+  async explain(request: IssueRequest): Promise<IssuanceDecision> {
+    const now = this.deps.clock.now();
+    const refusals: IssuanceRefusal[] = [];
+    const check = async <T>(rule: IssuanceRule, work: () => T | Promise<T>): Promise<T | undefined> => {
+      try {
+        return await work();
+      } catch (error) {
+        const refusal = asAnchorageError(error);
+        if (refusal.code === "INTERNAL") throw refusal;
+        refusals.push({ rule, code: refusal.code, message: refusal.message });
+        return undefined;
+      }
+    };
+    const grant = await check("credential", () => this.deps.authorizer.authorize(request, now));
+    const csr = await check("csr", () => parseCsrOffThread(request.csr));
+    // Without a credential the lifetime is judged against the operator maximum alone.
+    const ceiling = grant ?? { requester: "", spiffeId: "", dnsNames: [], maxTtlSeconds: this.deps.settings.maxTtlSeconds };
+    const ttlSeconds = await check("lifetime", () => this.lifetime(request.ttlSeconds, ceiling));
+    if (grant && csr) await check("identity", () => checkIdentity(csr, grant));
+    let certificate: IssuanceDecision["certificate"];
+    if (grant && csr && ttlSeconds !== undefined && refusals.every((refusal) => refusal.rule !== "identity")) {
+      const issuer = this.deps.activeIssuer();
+      const fields = this.certificateFields(csr, grant, ttlSeconds, issuer, now);
+      for (const problem of this.lint(fields, issuer)) refusals.push({ rule: "lint", code: "POLICY_VIOLATION", message: problem });
+      certificate = { issuerId: issuer.id, notBefore: fields.notBefore, notAfter: fields.notAfter, ttlSeconds };
+    }
+    return {
+      allowed: refusals.length === 0,
+      refusals,
+      ...(grant ? { requester: grant.requester } : {}),
+      ...(csr ? { spiffeId: csr.spiffeId, dnsNames: csr.dnsNames, keyType: csr.keyDescription } : {}),
+      ...(certificate && refusals.length === 0 ? { certificate } : {}),
     };
   }
 

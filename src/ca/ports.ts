@@ -84,7 +84,10 @@ export interface IssuanceGrant {
   readonly ipAddresses?: readonly Buffer[];
 }
 
-/** Port implemented by `src/policy`: turns credentials into a grant or throws `UnauthenticatedError`. */
+/**
+ * Port implemented by `src/policy`: turns credentials into a grant or throws `UnauthenticatedError`. Never
+ * changes state (a token's use is taken by the ledger), so a dry run may call it too.
+ */
 export interface IssuanceAuthorizer {
-  authorize(credentials: IssuanceCredentials, now: Date): IssuanceGrant;
+  authorize(credentials: IssuanceCredentials, now: Date): IssuanceGrant | Promise<IssuanceGrant>;
 }

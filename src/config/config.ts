@@ -1,3 +1,4 @@
+import type { JwtIssuerSettings } from "../policy/jwt-attestation.js";
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { z } from "zod";
@@ -52,6 +53,8 @@ export interface Config {
     /** How often new leaves are sequenced and a checkpoint signed. */
     readonly intervalMs: number;
   };
+  /** Issuers whose signed JWTs may obtain a first certificate (config file only); see JwtIssuerSettings. */
+  readonly jwtIssuers: readonly JwtIssuerSettings[];
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -119,6 +122,25 @@ const schema = z
         intervalMs: positiveInt.min(100).max(3_600_000).default(1000),
       })
       .prefault({}),
+    // Shape only; the attestor checks the meaning (templates, algorithms, key sets) at start-up.
+    jwtIssuers: z
+      .array(
+        z
+          .object({
+            issuer: z.string().min(1),
+            audiences: z.array(z.string().min(1)).min(1),
+            jwksFile: z.string().min(1).optional(),
+            jwksUrl: z.string().min(1).optional(),
+            spiffeIdTemplate: z.string().min(1),
+            claims: z.record(z.string(), z.string()),
+            dnsNameTemplates: z.array(z.string()).optional(),
+            maxTtlSeconds: positiveInt.optional(),
+            algorithms: z.array(z.string()).optional(),
+            jwksCacheSeconds: positiveInt.optional(),
+          })
+          .strict(),
+      )
+      .default([]),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -214,5 +236,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     publicBaseUrl: config.publicBaseUrl,
     hsm: { ...config.hsm, pin: config.hsm.pin },
     transparencyLog: { ...config.transparencyLog, origin: config.transparencyLog.origin },
+    jwtIssuers: config.jwtIssuers as JwtIssuerSettings[],
   });
 }

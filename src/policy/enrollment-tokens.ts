@@ -122,7 +122,7 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
   authorize(credentials: IssuanceCredentials, now: Date): IssuanceGrant {
     const token = credentials.token;
     if (!token) {
-      throw new UnauthenticatedError("issuance needs an enrollment token (input.token)");
+      throw new UnauthenticatedError("issuance needs an enrollment token (input.token) or a JWT (input.jwt)");
     }
     const record = token.startsWith(`${TOKEN_PREFIX}_`) ? this.repository.findByHash(hashSecret(token)) : undefined;
     if (!record || record.usesLeft <= 0 || record.expiresAt.getTime() <= now.getTime()) {

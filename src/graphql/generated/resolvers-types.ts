@@ -97,7 +97,7 @@ export type Mutation = {
   readonly createApiKey: CreatedApiKey;
   /** Creates an enrollment token for one identity; the token is shown only in this response. Admin. */
   readonly createEnrollmentToken: EnrollmentToken;
-  /** Issues a workload certificate from a CSR, authorised by an enrollment token. */
+  /** Issues a workload certificate from a CSR, authorised by an enrollment token or a JWT. */
   readonly issueCertificate: IssuedCertificate;
   /** Issues up to the operator's batch limit (default 64) in one call; each item succeeds or fails alone. */
   readonly issueCertificates: ReadonlyArray<IssueCertificateResult>;
@@ -108,6 +108,11 @@ export type Mutation = {
   readonly revokeCertificate: Certificate;
   /** Revokes an API key at once; requests with it fail with UNAUTHENTICATED. Admin. Idempotent. */
   readonly revokeApiKey: ApiKey;
+  /**
+   * Dry run of issueCertificate with the same input: whether it would be issued and, if not, every rule that
+   * refuses it. No token use is taken, nothing is stored or signed, no audit event is written.
+   */
+  readonly explainIssuance: IssuanceDecision;
 };
 
 
@@ -138,6 +143,11 @@ export type MutationRevokeCertificateArgs = {
 
 export type MutationRevokeApiKeyArgs = {
   id: Scalars['ID']['input'];
+};
+
+
+export type MutationExplainIssuanceArgs = {
+  input: IssueCertificateInput;
 };
 
 export type RevokeCertificateInput = {
@@ -243,7 +253,7 @@ export type IssueCertificateInput = {
   readonly csr: Scalars['String']['input'];
   /** Enrollment token for a first certificate. */
   readonly token?: InputMaybe<Scalars['String']['input']>;
-  /** Signed JWT from a configured issuer (not enabled yet). */
+  /** Signed JWT from an operator-configured issuer (e.g. a Kubernetes service-account token), instead of a token. */
   readonly jwt?: InputMaybe<Scalars['String']['input']>;
   /** Requested lifetime; the operator default (1 hour) when omitted. */
   readonly ttlSeconds?: InputMaybe<Scalars['Int']['input']>;
@@ -430,6 +440,39 @@ export type ConsistencyProof = {
   readonly toCheckpoint: Maybe<Scalars['String']['output']>;
 };
 
+export type IssuanceDecision = {
+  readonly __typename?: 'IssuanceDecision';
+  /** True when issueCertificate with this input would succeed now. */
+  readonly allowed: Scalars['Boolean']['output'];
+  /** Every check that fails, in the order issuance applies them; empty when allowed. */
+  readonly refusals: ReadonlyArray<IssuanceRefusal>;
+  /** Who the credential names (token:<id>, jwt:<issuer>#<subject>), when it is valid. */
+  readonly requester: Maybe<Scalars['String']['output']>;
+  /** Identity the CSR asks for, when it parses. */
+  readonly spiffeId: Maybe<Scalars['String']['output']>;
+  readonly dnsNames: Maybe<ReadonlyArray<Scalars['String']['output']>>;
+  readonly keyType: Maybe<Scalars['String']['output']>;
+  /** The certificate it would get, when allowed. */
+  readonly certificate: Maybe<PlannedCertificate>;
+};
+
+export type IssuanceRefusal = {
+  readonly __typename?: 'IssuanceRefusal';
+  /** credential, csr, lifetime, identity or lint. */
+  readonly rule: Scalars['String']['output'];
+  /** The error code issueCertificate would return. */
+  readonly code: Scalars['String']['output'];
+  readonly message: Scalars['String']['output'];
+};
+
+export type PlannedCertificate = {
+  readonly __typename?: 'PlannedCertificate';
+  readonly issuerId: Scalars['String']['output'];
+  readonly notBefore: Scalars['String']['output'];
+  readonly notAfter: Scalars['String']['output'];
+  readonly ttlSeconds: Scalars['Int']['output'];
+};
+
 
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
@@ -537,6 +580,9 @@ export type ResolversTypes = {
   TransparencyLog: ResolverTypeWrapper<TransparencyLog>;
   InclusionProof: ResolverTypeWrapper<InclusionProof>;
   ConsistencyProof: ResolverTypeWrapper<ConsistencyProof>;
+  IssuanceDecision: ResolverTypeWrapper<IssuanceDecision>;
+  IssuanceRefusal: ResolverTypeWrapper<IssuanceRefusal>;
+  PlannedCertificate: ResolverTypeWrapper<PlannedCertificate>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
@@ -571,6 +617,9 @@ export type ResolversParentTypes = {
   TransparencyLog: TransparencyLog;
   InclusionProof: InclusionProof;
   ConsistencyProof: ConsistencyProof;
+  IssuanceDecision: IssuanceDecision;
+  IssuanceRefusal: IssuanceRefusal;
+  PlannedCertificate: PlannedCertificate;
 };
 
 export type QueryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
@@ -592,6 +641,7 @@ export type MutationResolvers<ContextType = GraphQLContext, ParentType extends R
   issueCertificates?: Resolver<ReadonlyArray<ResolversTypes['IssueCertificateResult']>, ParentType, ContextType, RequireFields<MutationIssueCertificatesArgs, 'inputs'>>;
   revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
   revokeApiKey?: Resolver<ResolversTypes['ApiKey'], ParentType, ContextType, RequireFields<MutationRevokeApiKeyArgs, 'id'>>;
+  explainIssuance?: Resolver<ResolversTypes['IssuanceDecision'], ParentType, ContextType, RequireFields<MutationExplainIssuanceArgs, 'input'>>;
 };
 
 export type AuthorityResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Authority'] = ResolversParentTypes['Authority']> = {
@@ -755,6 +805,32 @@ export type ConsistencyProofResolvers<ContextType = GraphQLContext, ParentType e
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
+export type IssuanceDecisionResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IssuanceDecision'] = ResolversParentTypes['IssuanceDecision']> = {
+  allowed?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  refusals?: Resolver<ReadonlyArray<ResolversTypes['IssuanceRefusal']>, ParentType, ContextType>;
+  requester?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  spiffeId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  dnsNames?: Resolver<Maybe<ReadonlyArray<ResolversTypes['String']>>, ParentType, ContextType>;
+  keyType?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  certificate?: Resolver<Maybe<ResolversTypes['PlannedCertificate']>, ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type IssuanceRefusalResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IssuanceRefusal'] = ResolversParentTypes['IssuanceRefusal']> = {
+  rule?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  code?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type PlannedCertificateResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['PlannedCertificate'] = ResolversParentTypes['PlannedCertificate']> = {
+  issuerId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  notBefore?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  notAfter?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  ttlSeconds?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
 export type Resolvers<ContextType = GraphQLContext> = {
   Query?: QueryResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
@@ -776,5 +852,8 @@ export type Resolvers<ContextType = GraphQLContext> = {
   TransparencyLog?: TransparencyLogResolvers<ContextType>;
   InclusionProof?: InclusionProofResolvers<ContextType>;
   ConsistencyProof?: ConsistencyProofResolvers<ContextType>;
+  IssuanceDecision?: IssuanceDecisionResolvers<ContextType>;
+  IssuanceRefusal?: IssuanceRefusalResolvers<ContextType>;
+  PlannedCertificate?: PlannedCertificateResolvers<ContextType>;
 };
 

@@ -1,6 +1,7 @@
 import type { Resolvers } from "../generated/resolvers-types.js";
 import { createApiKey } from "./Mutation/createApiKey.js";
 import { createEnrollmentToken } from "./Mutation/createEnrollmentToken.js";
+import { explainIssuance } from "./Mutation/explainIssuance.js";
 import { issueCertificate } from "./Mutation/issueCertificate.js";
 import { issueCertificates } from "./Mutation/issueCertificates.js";
 import { revokeApiKey } from "./Mutation/revokeApiKey.js";
@@ -26,7 +27,7 @@ import { TrustBundle } from "./types/TrustBundle.js";
 
 export const resolvers: Resolvers = {
   Query: { trustBundle, authorities, certificate, certificates, apiKeys, auditEvents, transparencyLog, inclusionProof, consistencyProof },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, explainIssuance },
   ApiKey,
   AuditEvent,
   AuditEventConnection,
