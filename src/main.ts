@@ -16,7 +16,9 @@ import { AuditEventService } from "./audit/audit-events.js";
 import { AuditLog } from "./audit/audit-log.js";
 import { TransparencyLog } from "./audit/transparency-log.js";
 import { AuthorityService } from "./ca/authority-service.js";
+import { CertificateOwnership } from "./ca/certificate-ownership.js";
 import { CertificateService } from "./ca/certificate-service.js";
+import { RenewalService } from "./ca/renewal-service.js";
 import { IssuanceService, type IssuedCertificate } from "./ca/issuance-service.js";
 import { authorityUrls, Issuer } from "./ca/issuer.js";
 import {
@@ -111,7 +113,7 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
   // The listen address as an IP SAN too, so that clients may connect by address (https://127.0.0.1:8443).
   const octets = ipAddressOctets(config.host);
   const ipAddresses = octets ? [octets] : [];
-  const issued = await issuance.issueTrusted(
+  const issued = await issuance.issueWithGrant(
     { csr: csr.toString("pem"), ttlSeconds: config.issuance.maxTtlSeconds },
     { requester: "system:anchorage", spiffeId, dnsNames, maxTtlSeconds: config.issuance.maxTtlSeconds, ipAddresses },
   );
@@ -130,13 +132,15 @@ function openState(config: Config, logger: Logger, clock: Clock) {
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   const auditEvents = new SqliteAuditEventRepository(db);
   const audit = new AuditLog(auditEvents, clock, logger.child({ component: "audit" }));
+  const authorityRepository = new SqliteAuthorityRepository(db);
   return {
     db,
+    authorityRepository,
     auditEvents,
     audit,
     certificateStore: new SqliteCertificateStore(db, auditEvents),
     crls: new SqliteCrlRepository(db),
-    authorities: new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain),
+    authorities: new AuthorityService(authorityRepository, config.trustDomain),
     apiKeys: new ApiKeyService(new SqliteApiKeyRepository(db), audit, clock),
   };
 }
@@ -199,7 +203,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
   if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
 
-  const { db, auditEvents, audit, certificateStore, crls, authorities, apiKeys } = openState(config, logger, clock);
+  const { db, auditEvents, audit, certificateStore, crls, authorities, authorityRepository, apiKeys } = openState(config, logger, clock);
   const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
     trustDomain: config.trustDomain,
     maxTtlSeconds: config.issuance.maxTtlSeconds,
@@ -277,6 +281,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     },
   });
   transparencyLog.start();
+  const ownership = new CertificateOwnership({ certificates: certificateStore, authorities: authorityRepository });
   const services: Services = {
     issuance,
     enrollmentTokens,
@@ -285,12 +290,21 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     certificates: new CertificateService(certificateStore, clock),
     auditEvents: new AuditEventService(auditEvents, clock),
     transparencyLog,
+    renewal: new RenewalService({
+      ownership,
+      issuance,
+      audit,
+      clock,
+      maxTtlSeconds: config.issuance.maxTtlSeconds,
+      settings: config.renewal,
+    }),
     revocation: new RevocationService({
       repository: revocations,
       certificates: certificateStore,
       audit,
       clock,
       logger: logger.child({ component: "revocation" }),
+      ownership,
       onRevoked: async (authorityId, serial) => {
         await Promise.all([crlPublisher.rebuild(authorityId), ocspResponder?.refresh(authorityId, serial)]);
       },

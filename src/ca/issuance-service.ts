@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, createPublicKey } from "node:crypto";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../common/clock.js";
 import {
@@ -107,11 +107,11 @@ export class IssuanceService {
   }
 
   /**
-   * Issues under a grant the caller vouches for, skipping credential checks: for the service's own TLS
-   * certificate, decided by the composition root. Never reachable from a request.
+   * Issues under a grant the caller vouches for, skipping credential checks: for callers that authenticated
+   * the requester themselves (renewal over mutual TLS) and for the service's own TLS certificate.
    */
-  async issueTrusted(request: IssueRequest, grant: IssuanceGrant): Promise<IssuedCertificate> {
-    const [outcome] = await this.run([request], {}, grant);
+  async issueWithGrant(request: IssueRequest, grant: IssuanceGrant, context: RequestContext = {}): Promise<IssuedCertificate> {
+    const [outcome] = await this.run([request], context, grant);
     if (outcome instanceof AnchorageError) throw outcome;
     return outcome as IssuedCertificate;
   }
@@ -153,13 +153,15 @@ export class IssuanceService {
       now,
     );
     const reserved = planned.filter(({ index, plan }, position) => {
-      if (reservations[position]?.ok) return true;
-      outcomes[index] = this.refuse(
-        new UnauthenticatedError("the enrollment token is unknown, expired or used up"),
-        requests[index] as IssueRequest,
-        context,
-        plan.grant,
-      );
+      const reservation = reservations[position];
+      if (reservation?.ok) return true;
+      const refusal =
+        reservation?.reason === "SUPERSEDED"
+          ? new PolicyViolationError(
+              `certificate ${plan.grant.renewal?.predecessorSerial} was already renewed (by ${reservation.successorSerial}); only the newest certificate of a lineage may renew`,
+            )
+          : new UnauthenticatedError("the enrollment token is unknown, expired or used up");
+      outcomes[index] = this.refuse(refusal, requests[index] as IssueRequest, context, plan.grant);
       return false;
     });
 
@@ -256,13 +258,20 @@ export class IssuanceService {
         requester: grant.requester,
         tbsDer: issuer.template.buildTbs(fields),
         ...(grant.consumeTokenHash ? { consumeTokenHash: grant.consumeTokenHash } : {}),
+        ...(grant.renewal ? { predecessorSerial: grant.renewal.predecessorSerial } : {}),
         audit: {
           type: "issuance.prepared",
           actor: grant.requester,
           outcome: "success",
           subject: serial,
           ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
-          details: { spiffeId: csr.spiffeId, dnsNames: csr.dnsNames, keyType: csr.keyDescription, ttlSeconds },
+          details: {
+            spiffeId: csr.spiffeId,
+            dnsNames: csr.dnsNames,
+            keyType: csr.keyDescription,
+            ttlSeconds,
+            ...(grant.renewal ? { renews: grant.renewal.predecessorSerial } : {}),
+          },
         },
       },
     };
@@ -365,6 +374,10 @@ export class IssuanceService {
 }
 
 function checkIdentity(csr: ParsedCsr, grant: IssuanceGrant): void {
+  if (grant.renewal) {
+    checkRenewal(csr, grant, grant.renewal);
+    return;
+  }
   if (csr.spiffeId !== grant.spiffeId) {
     throw new PolicyViolationError(
       `the CSR asks for ${csr.spiffeId} but the credential allows only ${grant.spiffeId}`,
@@ -377,6 +390,21 @@ function checkIdentity(csr: ParsedCsr, grant: IssuanceGrant): void {
       `the CSR asks for DNS names the credential does not allow: ${refused.join(", ")}` +
         (grant.dnsNames.length > 0 ? ` (allowed: ${grant.dnsNames.join(", ")})` : " (none are allowed)"),
     );
+  }
+}
+
+/** A renewal keeps the identity exactly (no name added or dropped) and, unless the operator allows it, changes the key. */
+function checkRenewal(csr: ParsedCsr, grant: IssuanceGrant, renewal: NonNullable<IssuanceGrant["renewal"]>): void {
+  const asked = [...new Set(csr.dnsNames)].sort();
+  const held = [...new Set(grant.dnsNames)].sort();
+  if (csr.spiffeId !== grant.spiffeId || asked.join(",") !== held.join(",")) {
+    throw new PolicyViolationError(
+      `a renewal keeps the identity of the certificate it renews (${[grant.spiffeId, ...held].join(", ")}); the CSR asks for ${[csr.spiffeId, ...asked].join(", ")}`,
+    );
+  }
+  const requestedKey = createPublicKey({ key: csr.subjectPublicKeyInfo, format: "der", type: "spki" }).export({ type: "spki", format: "der" });
+  if (!renewal.allowSameKey && requestedKey.equals(renewal.predecessorSubjectPublicKeyInfo)) {
+    throw new PolicyViolationError("a renewal needs a new key: the CSR's public key is the current certificate's");
   }
 }
 

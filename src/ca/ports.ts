@@ -22,6 +22,8 @@ export interface PreparedIssuance {
   readonly tbsDer: Buffer;
   /** Hash of the enrollment token to consume with this reservation, if the request used one. */
   readonly consumeTokenHash?: Buffer;
+  /** The certificate a renewal replaces; the reservation fails if it already has a live successor. */
+  readonly predecessorSerial?: string;
   readonly audit: AuditEvent;
 }
 
@@ -40,7 +42,10 @@ export interface AbandonedIssuance {
 }
 
 /** Outcome of one reservation in a batch. */
-export type ReservationResult = { readonly ok: true } | { readonly ok: false; readonly reason: "TOKEN_EXHAUSTED" };
+export type ReservationResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly reason: "TOKEN_EXHAUSTED" }
+  | { readonly ok: false; readonly reason: "SUPERSEDED"; readonly successorSerial: string };
 
 /**
  * The durable side of the issuance cycle (DESIGN.md: record intent → sign → store). Every method is one
@@ -82,6 +87,12 @@ export interface IssuanceGrant {
   readonly consumeTokenHash?: Buffer;
   /** iPAddress SANs to add; only trusted grants (the service's own certificate) carry them. */
   readonly ipAddresses?: readonly Buffer[];
+  /** Set for renewals: the CSR must ask for exactly the grant's identity, and (unless allowed) a new key. */
+  readonly renewal?: {
+    readonly predecessorSerial: string;
+    readonly predecessorSubjectPublicKeyInfo: Buffer;
+    readonly allowSameKey: boolean;
+  };
 }
 
 /**

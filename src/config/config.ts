@@ -55,6 +55,12 @@ export interface Config {
   };
   /** Issuers whose signed JWTs may obtain a first certificate (config file only); see JwtIssuerSettings. */
   readonly jwtIssuers: readonly JwtIssuerSettings[];
+  readonly renewal: {
+    /** Seconds after expiry during which a certificate may still renew itself. */
+    readonly graceSeconds: number;
+    /** Whether a renewal may keep the current key. */
+    readonly allowSameKey: boolean;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -141,6 +147,14 @@ const schema = z
           .strict(),
       )
       .default([]),
+    renewal: z
+      .object({
+        graceSeconds: z.coerce.number().int().min(0).max(7 * 86400).default(0),
+        allowSameKey: z
+          .union([z.boolean(), z.enum(["true", "false"]).transform((value) => value === "true")])
+          .default(false),
+      })
+      .prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -169,6 +183,8 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_LOG_ORIGIN: "transparencyLog.origin",
   ANCHORAGE_LOG_KEY_LABEL: "transparencyLog.keyLabel",
   ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",
+  ANCHORAGE_RENEWAL_GRACE_SECONDS: "renewal.graceSeconds",
+  ANCHORAGE_RENEWAL_ALLOW_SAME_KEY: "renewal.allowSameKey",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

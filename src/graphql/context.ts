@@ -2,6 +2,7 @@ import type { AuditEventService } from "../audit/audit-events.js";
 import type { TransparencyLog } from "../audit/transparency-log.js";
 import type { AuthorityService } from "../ca/authority-service.js";
 import type { CertificateService } from "../ca/certificate-service.js";
+import type { RenewalService } from "../ca/renewal-service.js";
 import type { IssuanceService } from "../ca/issuance-service.js";
 import type { ApiKeyService } from "../policy/api-keys.js";
 import type { EnrollmentTokenService } from "../policy/enrollment-tokens.js";
@@ -18,6 +19,7 @@ export interface Services {
   readonly revocation: RevocationService;
   readonly auditEvents: AuditEventService;
   readonly transparencyLog: TransparencyLog;
+  readonly renewal: RenewalService;
 }
 
 /** Per-request context, built by the HTTP layer from the connection and headers. */
@@ -25,4 +27,6 @@ export interface GraphQLContext {
   readonly services: Services;
   readonly principal: Principal;
   readonly remoteAddress: string | undefined;
+  /** DER of the certificate the client presented in the TLS handshake, if any; not yet trusted. */
+  readonly clientCertificate: Buffer | undefined;
 }

@@ -109,7 +109,7 @@ export function createGraphQLListener(options: {
     const answer = await yoga.fetch(
       url.href,
       { method: request.method ?? "GET", headers, ...(body ? { body: new Uint8Array(body) } : {}) },
-      { services, principal, remoteAddress },
+      { services, principal, remoteAddress, clientCertificate: presentedPeerCertificate(request) },
     );
     const payload = Buffer.from(await answer.arrayBuffer());
     const outgoing: Record<string, string> = {};
@@ -142,10 +142,12 @@ export function createGraphQLListener(options: {
   return server;
 }
 
-/** The client certificate of a TLS request, if one was presented and verified against our CAs. */
-export function verifiedPeerCertificate(request: IncomingMessage): Buffer | undefined {
-  const socket = request.socket as TLSSocket;
-  if (!socket.authorized) return undefined;
-  const peer = socket.getPeerCertificate();
-  return peer && "raw" in peer ? peer.raw : undefined;
+/**
+ * The client certificate of a TLS request, if one was presented, whether or not the TLS stack trusts its
+ * chain: the handshake proved the key, and the domain decides about the certificate (it must be one we issued,
+ * and an expired one may still renew within the grace window).
+ */
+export function presentedPeerCertificate(request: IncomingMessage): Buffer | undefined {
+  const peer = (request.socket as TLSSocket).getPeerCertificate();
+  return peer && "raw" in peer && Buffer.isBuffer(peer.raw) ? peer.raw : undefined;
 }

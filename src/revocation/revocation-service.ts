@@ -1,9 +1,10 @@
 import type { AuditLog } from "../audit/audit-log.js";
+import type { CertificateOwnership } from "../ca/certificate-ownership.js";
 import type { CertificateRecord } from "../ca/model.js";
 import type { CertificateQuery } from "../ca/ports.js";
 import { normaliseSerial } from "../ca/serial.js";
 import type { Clock } from "../common/clock.js";
-import { InternalError, NotFoundError } from "../common/errors.js";
+import { ForbiddenError, InternalError, NotFoundError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import { requireRole } from "../policy/api-keys.js";
 import { actorOf, type Principal } from "../policy/principal.js";
@@ -26,16 +27,27 @@ export class RevocationService {
       readonly logger: Logger;
       /** Called after a revocation is durable; the CRL publisher's rebuild. */
       readonly onRevoked: (authorityId: string, serial: string) => Promise<void>;
+      /** Lets a workload revoke its own certificate over mutual TLS; admins only without it. */
+      readonly ownership?: CertificateOwnership;
     },
   ) {}
 
-  async revoke(principal: Principal, serial: string, reason: RevocationReason = "UNSPECIFIED"): Promise<CertificateRecord> {
-    requireRole(principal, "ADMIN");
+  /**
+   * Admins revoke any certificate; a workload may revoke its own, presenting it as the TLS client certificate
+   * (`clientCertificate`), for example when its key is compromised.
+   */
+  async revoke(
+    principal: Principal,
+    serial: string,
+    reason: RevocationReason = "UNSPECIFIED",
+    clientCertificate?: Buffer,
+  ): Promise<CertificateRecord> {
     const normalised = normaliseSerial(serial);
     const now = this.deps.clock.now();
+    const actor = this.authorize(principal, normalised, now, clientCertificate);
     const outcome = this.deps.repository.revoke(normalised, reason, now, {
       type: "certificate.revoked",
-      actor: actorOf(principal),
+      actor,
       outcome: "success",
       subject: normalised,
       details: { reason },
@@ -52,5 +64,16 @@ export class RevocationService {
     const record = this.deps.certificates.get(normalised, now);
     if (!record) throw new InternalError("a revoked certificate could not be read back");
     return record;
+  }
+
+  /** The actor of an allowed revocation: an admin key, or the certificate revoking itself. */
+  private authorize(principal: Principal, serial: string, now: Date, clientCertificate: Buffer | undefined): string {
+    if (principal.kind === "apiKey" || !clientCertificate || !this.deps.ownership) {
+      requireRole(principal, "ADMIN");
+      return actorOf(principal);
+    }
+    const owner = this.deps.ownership.authenticate(clientCertificate, now);
+    if (owner.serial !== serial) throw new ForbiddenError("a certificate may revoke only itself; other revocations need an admin API key");
+    return `certificate:${owner.serial}`;
   }
 }

@@ -98,9 +98,10 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       ),
       refundToken: db.prepare("UPDATE enrollment_tokens SET uses_left = uses_left + 1 WHERE token_hash = ?"),
       reserve: db.prepare(
-        `INSERT INTO certificates (serial, authority_id, state, spiffe_id, dns_names, not_before, not_after, key_type, requester, tbs_der, prepared_at)
-         VALUES (?, ?, 'prepared', ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO certificates (serial, authority_id, state, spiffe_id, dns_names, not_before, not_after, key_type, requester, tbs_der, prepared_at, predecessor_serial)
+         VALUES (?, ?, 'prepared', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
+      successor: db.prepare("SELECT serial FROM certificates WHERE predecessor_serial = ? AND state <> 'failed'").pluck(),
       complete: db.prepare(
         `UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?,
            issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (SELECT max(issued_seq) FROM certificates)), 0)),
@@ -120,6 +121,10 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {
     return this.committer.submit(() =>
       items.map((item): ReservationResult => {
+        if (item.predecessorSerial !== undefined) {
+          const successor = this.statements.successor.get(item.predecessorSerial) as string | undefined;
+          if (successor !== undefined) return { ok: false, reason: "SUPERSEDED", successorSerial: successor };
+        }
         if (item.consumeTokenHash) {
           const consumed = this.statements.consumeToken.run(item.consumeTokenHash, now.getTime());
           if (consumed.changes === 0) return { ok: false, reason: "TOKEN_EXHAUSTED" };
@@ -135,6 +140,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           item.requester,
           item.tbsDer,
           now.getTime(),
+          item.predecessorSerial ?? null,
         );
         this.audit.append(item.audit, now);
         return { ok: true };

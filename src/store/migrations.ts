@@ -207,4 +207,14 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
         BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- Lineage: a renewal records the certificate it replaces. At most one live successor per certificate, so
+      -- a stolen older certificate cannot fork a lineage (a failed attempt does not count).
+      ALTER TABLE certificates ADD COLUMN predecessor_serial TEXT;
+      CREATE UNIQUE INDEX certificates_successor ON certificates(predecessor_serial)
+        WHERE predecessor_serial IS NOT NULL AND state <> 'failed';
+    `,
+  },
 ];

@@ -102,12 +102,19 @@ export type Mutation = {
   /** Issues up to the operator's batch limit (default 64) in one call; each item succeeds or fails alone. */
   readonly issueCertificates: ReadonlyArray<IssueCertificateResult>;
   /**
-   * Revokes an issued certificate. Admin. Idempotent: revoking again returns the certificate with its first
-   * revocation time and reason. The issuer's CRL is rebuilt before this returns.
+   * Revokes an issued certificate. Admin, or the certificate itself presented as the TLS client certificate.
+   * Idempotent: revoking again returns the certificate with its first revocation time and reason. The issuer's
+   * CRL is rebuilt before this returns.
    */
   readonly revokeCertificate: Certificate;
   /** Revokes an API key at once; requests with it fail with UNAUTHENTICATED. Admin. Idempotent. */
   readonly revokeApiKey: ApiKey;
+  /**
+   * Renews the certificate presented as the TLS client certificate (mutual TLS): the CSR must ask for exactly
+   * its identity, with a new key; the new certificate gets a fresh lifetime and records its predecessor. Only
+   * the newest certificate of a lineage may renew.
+   */
+  readonly renewCertificate: IssuedCertificate;
   /**
    * Dry run of issueCertificate with the same input: whether it would be issued and, if not, every rule that
    * refuses it. No token use is taken, nothing is stored or signed, no audit event is written.
@@ -143,6 +150,11 @@ export type MutationRevokeCertificateArgs = {
 
 export type MutationRevokeApiKeyArgs = {
   id: Scalars['ID']['input'];
+};
+
+
+export type MutationRenewCertificateArgs = {
+  input: RenewCertificateInput;
 };
 
 
@@ -473,6 +485,13 @@ export type PlannedCertificate = {
   readonly ttlSeconds: Scalars['Int']['output'];
 };
 
+export type RenewCertificateInput = {
+  /** PKCS#10 CSR, PEM, for a new key, with exactly the identity of the current certificate. */
+  readonly csr: Scalars['String']['input'];
+  /** Requested lifetime; the operator default (1 hour) when omitted. */
+  readonly ttlSeconds?: InputMaybe<Scalars['Int']['input']>;
+};
+
 
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
@@ -583,6 +602,7 @@ export type ResolversTypes = {
   IssuanceDecision: ResolverTypeWrapper<IssuanceDecision>;
   IssuanceRefusal: ResolverTypeWrapper<IssuanceRefusal>;
   PlannedCertificate: ResolverTypeWrapper<PlannedCertificate>;
+  RenewCertificateInput: RenewCertificateInput;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
@@ -620,6 +640,7 @@ export type ResolversParentTypes = {
   IssuanceDecision: IssuanceDecision;
   IssuanceRefusal: IssuanceRefusal;
   PlannedCertificate: PlannedCertificate;
+  RenewCertificateInput: RenewCertificateInput;
 };
 
 export type QueryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
@@ -641,6 +662,7 @@ export type MutationResolvers<ContextType = GraphQLContext, ParentType extends R
   issueCertificates?: Resolver<ReadonlyArray<ResolversTypes['IssueCertificateResult']>, ParentType, ContextType, RequireFields<MutationIssueCertificatesArgs, 'inputs'>>;
   revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
   revokeApiKey?: Resolver<ResolversTypes['ApiKey'], ParentType, ContextType, RequireFields<MutationRevokeApiKeyArgs, 'id'>>;
+  renewCertificate?: Resolver<ResolversTypes['IssuedCertificate'], ParentType, ContextType, RequireFields<MutationRenewCertificateArgs, 'input'>>;
   explainIssuance?: Resolver<ResolversTypes['IssuanceDecision'], ParentType, ContextType, RequireFields<MutationExplainIssuanceArgs, 'input'>>;
 };
 

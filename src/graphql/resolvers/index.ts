@@ -4,6 +4,7 @@ import { createEnrollmentToken } from "./Mutation/createEnrollmentToken.js";
 import { explainIssuance } from "./Mutation/explainIssuance.js";
 import { issueCertificate } from "./Mutation/issueCertificate.js";
 import { issueCertificates } from "./Mutation/issueCertificates.js";
+import { renewCertificate } from "./Mutation/renewCertificate.js";
 import { revokeApiKey } from "./Mutation/revokeApiKey.js";
 import { revokeCertificate } from "./Mutation/revokeCertificate.js";
 import { apiKeys } from "./Query/apiKeys.js";
@@ -27,7 +28,7 @@ import { TrustBundle } from "./types/TrustBundle.js";
 
 export const resolvers: Resolvers = {
   Query: { trustBundle, authorities, certificate, certificates, apiKeys, auditEvents, transparencyLog, inclusionProof, consistencyProof },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, explainIssuance },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, explainIssuance, renewCertificate },
   ApiKey,
   AuditEvent,
   AuditEventConnection,

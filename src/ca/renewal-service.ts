@@ -1,0 +1,69 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../common/clock.js";
+import { AnchorageError } from "../common/errors.js";
+import { subjectPublicKeyInfoOf, type CertificateOwnership } from "./certificate-ownership.js";
+import type { IssuanceService, IssuedCertificate, RequestContext } from "./issuance-service.js";
+
+export interface RenewalSettings {
+  /** How long after expiry a certificate may still renew itself; 0 (the default) means not at all. */
+  readonly graceSeconds: number;
+  /** Whether a renewal may keep the current key; refused by default, since renewal is when keys rotate. */
+  readonly allowSameKey: boolean;
+}
+
+export interface RenewRequest {
+  readonly csr: string;
+  readonly ttlSeconds?: number | null;
+}
+
+/**
+ * Renewal over mutual TLS: the current certificate is the credential. The new certificate keeps the
+ * identity exactly, gets a fresh lifetime and records its predecessor; the ledger refuses a second successor
+ * of the same certificate atomically, so only the newest certificate of a lineage can renew.
+ */
+export class RenewalService {
+  constructor(
+    private readonly deps: {
+      readonly ownership: CertificateOwnership;
+      readonly issuance: IssuanceService;
+      readonly audit: AuditLog;
+      readonly clock: Clock;
+      readonly maxTtlSeconds: number;
+      readonly settings: RenewalSettings;
+    },
+  ) {}
+
+  async renew(clientCertificate: Buffer | undefined, request: RenewRequest, context: RequestContext = {}): Promise<IssuedCertificate> {
+    let current;
+    try {
+      current = this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
+    } catch (error) {
+      if (error instanceof AnchorageError) {
+        this.deps.audit.record({
+          type: "issuance.refused",
+          actor: clientCertificate ? "certificate:unverified" : "anonymous",
+          outcome: "failure",
+          code: error.code,
+          ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
+          details: { reason: error.message, renewal: true },
+        });
+      }
+      throw error;
+    }
+    return this.deps.issuance.issueWithGrant(
+      { csr: request.csr, ttlSeconds: request.ttlSeconds ?? null },
+      {
+        requester: `certificate:${current.serial}`,
+        spiffeId: current.spiffeId,
+        dnsNames: current.dnsNames,
+        maxTtlSeconds: this.deps.maxTtlSeconds,
+        renewal: {
+          predecessorSerial: current.serial,
+          predecessorSubjectPublicKeyInfo: subjectPublicKeyInfoOf(current.der),
+          allowSameKey: this.deps.settings.allowSameKey,
+        },
+      },
+      context,
+    );
+  }
+}
