@@ -39,6 +39,8 @@ const output = await codegen({
       AuditEvent: "../../audit/audit-events.js#AuditEventRecord",
       AuditEventConnection: "../../audit/audit-events.js#AuditEventPage",
       ApiKey: "../../policy/model.js#ApiKeyRecord",
+      TrustBundleConsumer: "../../ca/rotation-service.js#ConsumerStatus",
+      Registration: "../../policy/model.js#RegistrationRecord",
     },
     enumsAsTypes: true,
     avoidOptionals: { field: true, inputValue: false, object: false, defaultValue: false },

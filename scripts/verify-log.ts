@@ -146,8 +146,10 @@ async function commandCheckpoint(connection: Connection, key: ParsedVerifierKey,
 
 async function commandInclusion(connection: Connection, key: ParsedVerifierKey, serial: string | undefined, certFile: string | undefined): Promise<string> {
   const held = certFile ? new X509Certificate(readFileSync(certFile)) : undefined;
-  const wanted = (serial ?? held?.serialNumber ?? "").toLowerCase().replace(/^0+/, "");
-  if (!wanted) throw new UsageError("inclusion needs --serial or --cert");
+  const given = (serial ?? held?.serialNumber ?? "").toLowerCase();
+  if (!given) throw new UsageError("inclusion needs --serial or --cert");
+  // The service names serials by their bytes: an even number of hex digits, a leading zero kept.
+  const wanted = given.length % 2 === 1 ? `0${given}` : given;
   const { checkpoint } = await latestCheckpoint(connection, key);
   const data = await graphql<{ inclusionProof: { leafIndex: number; treeSize: number; entry: string; hashes: string[]; checkpoint: string } }>(
     connection,
@@ -158,7 +160,7 @@ async function commandInclusion(connection: Connection, key: ParsedVerifierKey, 
   const proofCheckpoint = openCheckpoint(proof.checkpoint, key);
   if (proofCheckpoint.size !== proof.treeSize) fail("the proof's checkpoint is for another tree size");
   const entry = JSON.parse(proof.entry) as CertificateEntry;
-  if (entry.kind !== "certificate" || entry.serial.replace(/^0+/, "") !== wanted) fail(`leaf ${proof.leafIndex} is not certificate ${wanted}`);
+  if (entry.kind !== "certificate" || entry.serial !== wanted) fail(`leaf ${proof.leafIndex} is not certificate ${wanted}`);
   if (held && !Buffer.from(entry.certificate, "base64").equals(held.raw)) fail("the logged certificate is not the one held");
   checkCertificateEntry(entry, `leaf ${proof.leafIndex}`);
   const hashes = proof.hashes.map((hash) => Buffer.from(hash, "base64"));

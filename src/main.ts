@@ -20,7 +20,9 @@ import { CertificateOwnership } from "./ca/certificate-ownership.js";
 import { CertificateService } from "./ca/certificate-service.js";
 import { RenewalService } from "./ca/renewal-service.js";
 import { IssuanceService, type IssuedCertificate } from "./ca/issuance-service.js";
-import { authorityUrls, Issuer } from "./ca/issuer.js";
+import { AuthorityWatcher } from "./ca/authority-watcher.js";
+import { IssuerRegistry } from "./ca/issuer-registry.js";
+import { RotationService } from "./ca/rotation-service.js";
 import {
   developmentHsmSettings,
   ensureAdminKey,
@@ -39,6 +41,7 @@ import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
 import { JwtAttestor } from "./policy/jwt-attestation.js";
+import { RegistrationService } from "./policy/registrations.js";
 import { CrlPublisher } from "./revocation/crl-publisher.js";
 import { ocspErrorResponse } from "./revocation/ocsp-codec.js";
 import { DEFAULT_OCSP_SETTINGS, OcspResponder } from "./revocation/ocsp-responder.js";
@@ -47,14 +50,14 @@ import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollm
 import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
 import { KeyNotFoundError, type KeyStore } from "./signer/signer.js";
 import { SqliteAuditEventRepository } from "./store/audit-event-repository.js";
-import { SqliteAuthorityRepository } from "./store/authority-repository.js";
+import { SqliteAuthorityRepository, SqliteTrustBundleConsumerRepository } from "./store/authority-repository.js";
 import { SqliteCertificateStore } from "./store/certificate-store.js";
 import { SqliteCrlRepository } from "./store/crl-repository.js";
 import { SqliteRevocationRepository } from "./store/revocation-repository.js";
 import { SqliteOcspRepository } from "./store/ocsp-repository.js";
 import { SqliteTransparencyLogRepository } from "./store/transparency-log-repository.js";
 import { inTransaction, openDatabase } from "./store/database.js";
-import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository } from "./store/policy-repositories.js";
+import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository, SqliteRegistrationRepository } from "./store/policy-repositories.js";
 
 export interface RunningService {
   readonly graphqlPort: number;
@@ -204,11 +207,14 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
 
   const { db, auditEvents, audit, certificateStore, crls, authorities, authorityRepository, apiKeys } = openState(config, logger, clock);
-  const enrollmentTokens = new EnrollmentTokenService(new SqliteEnrollmentTokenRepository(db), audit, clock, {
-    trustDomain: config.trustDomain,
-    maxTtlSeconds: config.issuance.maxTtlSeconds,
-    ...DEFAULT_TOKEN_SETTINGS,
-  });
+  const registrationRepository = new SqliteRegistrationRepository(db);
+  const enrollmentTokens = new EnrollmentTokenService(
+    new SqliteEnrollmentTokenRepository(db),
+    audit,
+    clock,
+    { trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, ...DEFAULT_TOKEN_SETTINGS },
+    registrationRepository,
+  );
   const keyStore = await openKeyStore(config, pin, logger);
 
   const readiness = async () => {
@@ -233,7 +239,10 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
 
   const intermediate = authorities.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
   if (!intermediate?.keyLabel) throw new ConfigError("no active intermediate CA: run the ceremony and import one");
-  const issuer = new Issuer(intermediate, await keyStore.openKey(intermediate.keyLabel), [intermediate.certificateDer], authorityUrls(baseUrl, intermediate.id));
+  const authorityWatcher = new AuthorityWatcher({ repository: authorityRepository, logger: logger.child({ component: "authorities" }), intervalMs: 250 });
+  const issuers = new IssuerRegistry({ keyStore, publicBaseUrl: baseUrl, logger: logger.child({ component: "issuers" }) });
+  await issuers.load(intermediate);
+  await issuers.update(authorityWatcher.current().authorities);
 
   const revocations = new SqliteRevocationRepository(db, auditEvents);
   const jwtAttestor =
@@ -241,9 +250,14 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       ? new JwtAttestor({ trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, issuers: config.jwtIssuers, clock, logger })
       : undefined;
   const issuance = new IssuanceService({
-    authorizer: new CredentialAuthorizer(enrollmentTokens, jwtAttestor),
+    authorizer: new CredentialAuthorizer(
+      enrollmentTokens,
+      jwtAttestor,
+      registrationRepository,
+      new Set(config.jwtIssuers.filter((issuer) => issuer.requireRegistration).map((issuer) => issuer.issuer)),
+    ),
     ledger: certificateStore,
-    activeIssuer: () => issuer,
+    activeIssuer: () => issuers.active(),
     onIssued: (certificates) => presignOcsp.presign(certificates),
     audit,
     clock,
@@ -253,7 +267,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const crlPublisher = new CrlPublisher({
     repository: revocations,
     crls,
-    issuers: () => [issuer],
+    issuers: () => issuers.all(),
     clock,
     logger: logger.child({ component: "crl" }),
     settings: config.crl,
@@ -262,7 +276,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   ocspResponder = new OcspResponder({
     repository: new SqliteOcspRepository(db),
     keyStore,
-    issuers: () => [issuer],
+    issuers: () => issuers.all(),
     clock,
     logger: logger.child({ component: "ocsp" }),
     settings: { ...DEFAULT_OCSP_SETTINGS, responseValiditySeconds: config.ocsp.responseValiditySeconds },
@@ -281,6 +295,14 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     },
   });
   transparencyLog.start();
+  // Rotation steps taken in any process (or by the admin CLI) reach this one through the watcher.
+  authorityWatcher.subscribe((snapshot) => {
+    issuers
+      .update(snapshot.authorities)
+      .then(() => Promise.all([crlPublisher.refreshStale(), ocspResponder?.refreshResponders()]))
+      .catch((error: unknown) => logger.error({ err: error }, "could not follow a change of the CA hierarchy"));
+  });
+  authorityWatcher.start();
   const ownership = new CertificateOwnership({ certificates: certificateStore, authorities: authorityRepository });
   const services: Services = {
     issuance,
@@ -290,6 +312,22 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     certificates: new CertificateService(certificateStore, clock),
     auditEvents: new AuditEventService(auditEvents, clock),
     transparencyLog,
+    rotation: new RotationService({
+      repository: authorityRepository,
+      consumers: new SqliteTrustBundleConsumerRepository(db),
+      authorities,
+      issuers,
+      watcher: authorityWatcher,
+      audit,
+      clock,
+      logger: logger.child({ component: "rotation" }),
+      maxConsumers: 10_000,
+    }),
+    registrations: new RegistrationService(registrationRepository, audit, clock, {
+      trustDomain: config.trustDomain,
+      maxTtlSeconds: config.issuance.maxTtlSeconds,
+      jwtIssuers: config.jwtIssuers.map((issuer) => issuer.issuer),
+    }),
     renewal: new RenewalService({
       ownership,
       issuance,
@@ -328,28 +366,39 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   });
   const graphqlPort = await listen(graphqlListener, config.graphqlPort, config.host);
 
-  // Renew the service's own certificate at two thirds of its life; new handshakes pick it up, open
-  // connections keep theirs.
-  let renewal: NodeJS.Timeout;
-  const scheduleRenewal = (issued: IssuedCertificate): void => {
-    const lifetime = issued.notAfter.getTime() - clock.now().getTime();
-    renewal = setTimeout(() => {
-      issueServerCertificate(issuance, config)
-        .then((next) => {
-          graphqlListener.setSecureContext({ key: next.tls.keyPem, cert: next.tls.certificateChainPem, ca: trustAnchorsPem });
-          logger.info({ serial: next.issued.serial, notAfter: next.issued.notAfter }, "service certificate renewed");
-          scheduleRenewal(next.issued);
-        })
-        .catch((error: unknown) => {
-          logger.error({ err: error }, "service certificate renewal failed; retrying in a minute");
-          renewal = setTimeout(() => scheduleRenewal(issued), 60_000);
-        });
-    }, Math.max(60_000, Math.floor((lifetime * 2) / 3)));
+  // The service's own certificate is renewed at two thirds of its life, and at once when another intermediate
+  // becomes active; new handshakes pick it up, open connections keep theirs.
+  let serverCertificate = server.issued;
+  let renewal: NodeJS.Timeout | undefined;
+  let renewing: Promise<void> | undefined;
+  const scheduleRenewal = (delayMs: number): void => {
+    clearTimeout(renewal);
+    renewal = setTimeout(() => void renewServerCertificate("two thirds of its lifetime"), delayMs);
     renewal.unref();
   };
-  scheduleRenewal(server.issued);
+  const renewServerCertificate = (reason: string): Promise<void> => {
+    renewing ??= issueServerCertificate(issuance, config)
+      .then((next) => {
+        graphqlListener.setSecureContext({ key: next.tls.keyPem, cert: next.tls.certificateChainPem, ca: trustAnchorsPem });
+        serverCertificate = next.issued;
+        logger.info({ serial: next.issued.serial, notAfter: next.issued.notAfter, issuerId: next.issued.issuerId, reason }, "service certificate renewed");
+        scheduleRenewal(Math.max(5_000, Math.floor(((next.issued.notAfter.getTime() - clock.now().getTime()) * 2) / 3)));
+      })
+      .catch((error: unknown) => {
+        logger.error({ err: error }, "service certificate renewal failed; retrying in a minute");
+        scheduleRenewal(60_000);
+      })
+      .finally(() => {
+        renewing = undefined;
+      });
+    return renewing;
+  };
+  scheduleRenewal(Math.max(5_000, Math.floor(((serverCertificate.notAfter.getTime() - clock.now().getTime()) * 2) / 3)));
+  issuers.onActiveChange((issuer) => {
+    if (issuer.id !== serverCertificate.issuerId) void renewServerCertificate("a new intermediate is active");
+  });
 
-  logger.info({ graphqlPort, httpPort, issuerId: issuer.id, publicBaseUrl: baseUrl }, "listeners up");
+  logger.info({ graphqlPort, httpPort, issuerId: issuers.active().id, publicBaseUrl: baseUrl }, "listeners up");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -358,6 +407,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       crlPublisher.stop();
       ocspResponder?.stop();
       transparencyLog.stop();
+      authorityWatcher.stop();
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),

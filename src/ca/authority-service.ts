@@ -27,7 +27,8 @@ export class AuthorityService {
   /** The bundle of this CA's trust domain; an empty bundle for any other (we federate with none yet). */
   trustBundle(trustDomain?: string | null): TrustBundle {
     const domain = trustDomain ?? this.trustDomain;
-    return trustBundleOf(domain, domain === this.trustDomain ? this.repository.list() : []);
+    if (domain !== this.trustDomain) return trustBundleOf(domain, [], 0);
+    return trustBundleOf(domain, this.repository.list(), this.repository.bundleSequence());
   }
 }
 

@@ -7,6 +7,29 @@ export interface AuthorityRepository {
   get(id: string): AuthorityRecord | undefined;
   list(): AuthorityRecord[];
   setStatus(id: string, status: AuthorityStatus): void;
+  /** Makes `id` the active intermediate and the one active before it `published`, in one transaction. */
+  activate(id: string): void;
+  /** The current trust bundle version; it goes up whenever the set of published authorities changes. */
+  bundleSequence(): number;
+  /** The first bundle version that published `id`. */
+  firstBundleSequenceContaining(id: string): number | undefined;
+  /** The latest notAfter among the certificates `id` signed (issued or being issued). */
+  lastLeafExpiry(id: string): Date | undefined;
+}
+
+/** A mesh control plane's last acknowledged trust bundle version. */
+export interface TrustBundleConsumer {
+  readonly consumerId: string;
+  readonly acknowledgedSequence: number;
+  readonly acknowledgedAt: Date;
+  readonly firstSeenAt: Date;
+}
+
+export interface TrustBundleConsumerRepository {
+  /** Records an acknowledgement; the stored sequence never goes down. Returns the consumer as stored. */
+  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer;
+  list(): TrustBundleConsumer[];
+  count(): number;
 }
 
 /** What is written, atomically, before a certificate is signed. */

@@ -15,9 +15,12 @@ export function generateSerial(): Buffer {
 
 const SERIAL_HEX = /^[0-9a-f]{1,40}$/;
 
-/** A serial as callers may type it (any case) in the API's form: lower-case hex without separators. */
+/**
+ * A serial as callers may type it (any case, a leading zero digit dropped as some tools print it) in the
+ * API's form: lower-case hex of the serial's bytes, without separators.
+ */
 export function normaliseSerial(serial: string): string {
   const normalised = serial.toLowerCase();
   if (!SERIAL_HEX.test(normalised)) throw new BadUserInputError("serial must be lower-case hex without separators");
-  return normalised;
+  return normalised.length % 2 === 1 ? `0${normalised}` : normalised;
 }

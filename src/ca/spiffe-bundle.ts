@@ -7,15 +7,14 @@ export const SPIFFE_REFRESH_HINT_SECONDS = 300;
 
 /**
  * The SPIFFE trust bundle format (SPIFFE Trust Domain and Bundle, §4): a JWK set whose `x509-svid` keys
- * carry the authorities' public keys and certificates (x5c). `spiffe_sequence` is supplied by the caller once
- * bundle versions are tracked; until then it is the count of published authorities.
+ * carry the authorities' public keys and certificates (x5c); `spiffe_sequence` is the bundle version.
  */
-export function spiffeBundleJson(bundle: TrustBundle, sequence?: number): string {
+export function spiffeBundleJson(bundle: TrustBundle): string {
   const authorities = [...bundle.roots, ...bundle.intermediates];
   const keys = authorities.map((authority) => {
     const spki = certificateFields(authority.certificateDer).subjectPublicKeyInfo;
     const jwk = createPublicKey({ key: spki, format: "der", type: "spki" }).export({ format: "jwk" });
     return { use: "x509-svid", kid: authority.id, ...jwk, x5c: [authority.certificateDer.toString("base64")] };
   });
-  return `${JSON.stringify({ keys, spiffe_sequence: sequence ?? authorities.length, spiffe_refresh_hint: SPIFFE_REFRESH_HINT_SECONDS })}\n`;
+  return `${JSON.stringify({ keys, spiffe_sequence: bundle.sequence, spiffe_refresh_hint: SPIFFE_REFRESH_HINT_SECONDS })}\n`;
 }

@@ -5,6 +5,9 @@
  *       generates the intermediate key inside the online token and writes its CSR for the root ceremony
  *   npm run admin -- import --root root.pem --intermediate intermediate.pem --key-label LABEL [--root-crl root.crl]
  *       registers the root and the signed intermediate (active) and stores the root CRL
+ *   npm run admin -- publish-intermediate --intermediate new.pem --key-label LABEL
+ *       rotation, first step: registers a new intermediate signed by the registered root as published (in the
+ *       trust bundle, not issuing); activate it with the activateAuthority mutation once consumers have it
  *   npm run admin -- import-root-crl --root-crl root.crl
  *       replaces the served root CRL with a newer one
  *   npm run admin -- create-api-key --name NAME [--role ADMIN|AUDITOR]
@@ -114,16 +117,7 @@ async function importAuthorities(config: Config): Promise<void> {
   if (!intermediateFields.issuerNameDer.equals(certificateFields(root.certificateDer).subjectNameDer)) {
     throw new UsageError("the intermediate was not issued by this root");
   }
-  // The key must be on the online token and be the intermediate's, or the service would refuse to start.
-  const store = await Pkcs11KeyStore.open({ modulePath: config.hsm.modulePath, tokenLabel: config.hsm.tokenLabel, pin: onlinePin(config), sessionPoolSize: 1 });
-  try {
-    const signer = await store.openKey(keyLabel);
-    if (!signer.publicKeySpki.equals(intermediateFields.subjectPublicKeyInfo)) {
-      throw new UsageError(`the key "${keyLabel}" is not the intermediate certificate's key`);
-    }
-  } finally {
-    await store.close();
-  }
+  await checkKeyMatches(config, keyLabel, intermediate.certificateDer);
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   try {
     const repository = new SqliteAuthorityRepository(db);
@@ -140,6 +134,40 @@ async function importAuthorities(config: Config): Promise<void> {
     console.log(`registered root ${root.id} and active intermediate ${intermediate.id}; restart the service to issue with it`);
   } finally {
     db.close();
+  }
+}
+
+async function publishIntermediate(config: Config): Promise<void> {
+  const keyLabel = required("key-label");
+  const certificateDer = readCertificate(required("intermediate"));
+  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  try {
+    const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
+    const issuerName = certificateFields(certificateDer).issuerNameDer;
+    const root = authorities
+      .list()
+      .find((authority) => authority.kind === "root" && authority.status !== "retired" && certificateFields(authority.certificateDer).subjectNameDer.equals(issuerName));
+    if (!root) throw new UsageError("the intermediate was not issued by a registered root");
+    const intermediate = authorityRecordOf(certificateDer, { kind: "intermediate", status: "published", keyLabel, parentId: root.id, createdAt: new Date() });
+    if (authorities.get(intermediate.id)) throw new UsageError(`intermediate ${intermediate.id} is already registered`);
+    await checkKeyMatches(config, keyLabel, certificateDer);
+    authorities.register(intermediate);
+    console.log(`published intermediate ${intermediate.id} (in the trust bundle, not issuing); activate it with activateAuthority`);
+  } finally {
+    db.close();
+  }
+}
+
+/** The key must be on the online token and be the certificate's, or the service could not issue with it. */
+async function checkKeyMatches(config: Config, keyLabel: string, certificateDer: Buffer): Promise<void> {
+  const store = await Pkcs11KeyStore.open({ modulePath: config.hsm.modulePath, tokenLabel: config.hsm.tokenLabel, pin: onlinePin(config), sessionPoolSize: 1 });
+  try {
+    const signer = await store.openKey(keyLabel);
+    if (!signer.publicKeySpki.equals(certificateFields(certificateDer).subjectPublicKeyInfo)) {
+      throw new UsageError(`the key "${keyLabel}" is not the intermediate certificate's key`);
+    }
+  } finally {
+    await store.close();
   }
 }
 
@@ -176,6 +204,7 @@ function createApiKey(config: Config): void {
 const COMMANDS: Record<string, (config: Config) => Promise<void> | void> = {
   "intermediate-csr": intermediateCsr,
   import: importAuthorities,
+  "publish-intermediate": publishIntermediate,
   "import-root-crl": importRootCrl,
   "create-api-key": createApiKey,
 };

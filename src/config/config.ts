@@ -143,6 +143,7 @@ const schema = z
             maxTtlSeconds: positiveInt.optional(),
             algorithms: z.array(z.string()).optional(),
             jwksCacheSeconds: positiveInt.optional(),
+            requireRegistration: z.boolean().optional(),
           })
           .strict(),
       )

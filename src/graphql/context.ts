@@ -3,10 +3,12 @@ import type { TransparencyLog } from "../audit/transparency-log.js";
 import type { AuthorityService } from "../ca/authority-service.js";
 import type { CertificateService } from "../ca/certificate-service.js";
 import type { RenewalService } from "../ca/renewal-service.js";
+import type { RotationService } from "../ca/rotation-service.js";
 import type { IssuanceService } from "../ca/issuance-service.js";
 import type { ApiKeyService } from "../policy/api-keys.js";
 import type { EnrollmentTokenService } from "../policy/enrollment-tokens.js";
 import type { Principal } from "../policy/principal.js";
+import type { RegistrationService } from "../policy/registrations.js";
 import type { RevocationService } from "../revocation/revocation-service.js";
 
 /** The domain services a request may reach. Built once by the composition root. */
@@ -20,6 +22,8 @@ export interface Services {
   readonly auditEvents: AuditEventService;
   readonly transparencyLog: TransparencyLog;
   readonly renewal: RenewalService;
+  readonly rotation: RotationService;
+  readonly registrations: RegistrationService;
 }
 
 /** Per-request context, built by the HTTP layer from the connection and headers. */

@@ -21,6 +21,27 @@ function sendGraphQLError(response: ServerResponse, status: number, code: string
   response.end(body);
 }
 
+/** Relays a subscription's Server-Sent Events as yoga produces them, one write per event. */
+async function streamEvents(answer: Response, response: ServerResponse, disconnected: AbortSignal): Promise<void> {
+  const outgoing: Record<string, string> = {};
+  answer.headers.forEach((value, name) => {
+    outgoing[name] = value;
+  });
+  response.writeHead(answer.status, { ...outgoing, "cache-control": "no-store", "x-accel-buffering": "no" });
+  response.flushHeaders();
+  const reader = (answer.body as ReadableStream<Uint8Array>).getReader();
+  disconnected.addEventListener("abort", () => void reader.cancel().catch(() => undefined), { once: true });
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || response.destroyed) break;
+      response.write(value);
+    }
+  } finally {
+    response.end();
+  }
+}
+
 type Exporter = (response: ServerResponse, url: URL, services: Services, principal: Principal) => Promise<void>;
 
 /** Streaming exports beside /graphql: same credentials, no GraphQL (a result set that large is a file). */
@@ -105,12 +126,19 @@ export function createGraphQLListener(options: {
     for (const [name, value] of Object.entries(request.headers)) {
       if (typeof value === "string") headers.set(name, value);
     }
+    // Ends a subscription's event stream when the client goes away.
+    const disconnected = new AbortController();
+    response.once("close", () => disconnected.abort());
     // yoga builds the Request with its own fetch implementation, which is much cheaper than the global one.
     const answer = await yoga.fetch(
       url.href,
-      { method: request.method ?? "GET", headers, ...(body ? { body: new Uint8Array(body) } : {}) },
+      { method: request.method ?? "GET", headers, signal: disconnected.signal, ...(body ? { body: new Uint8Array(body) } : {}) },
       { services, principal, remoteAddress, clientCertificate: presentedPeerCertificate(request) },
     );
+    if (answer.headers.get("content-type")?.startsWith("text/event-stream") && answer.body) {
+      await streamEvents(answer, response, disconnected.signal);
+      return;
+    }
     const payload = Buffer.from(await answer.arrayBuffer());
     const outgoing: Record<string, string> = {};
     answer.headers.forEach((value, name) => {

@@ -1,7 +1,8 @@
 import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant } from "../ca/ports.js";
-import { BadUserInputError, UnauthenticatedError } from "../common/errors.js";
+import { BadUserInputError, PolicyViolationError, UnauthenticatedError } from "../common/errors.js";
 import type { EnrollmentTokenService } from "./enrollment-tokens.js";
 import type { JwtAttestor } from "./jwt-attestation.js";
+import type { RegistrationRepository } from "./model.js";
 
 /**
  * The credentials a workload may present for a first certificate: an enrollment token, or a signed JWT from an
@@ -11,6 +12,9 @@ export class CredentialAuthorizer implements IssuanceAuthorizer {
   constructor(
     private readonly tokens: EnrollmentTokenService,
     private readonly jwt: JwtAttestor | undefined,
+    private readonly registrations: Pick<RegistrationRepository, "findByJwt">,
+    /** Issuers whose subjects get a certificate only through a registration (no claim template fallback). */
+    private readonly registrationRequired: ReadonlySet<string> = new Set(),
   ) {}
 
   async authorize(credentials: IssuanceCredentials, now: Date): Promise<IssuanceGrant> {
@@ -18,8 +22,22 @@ export class CredentialAuthorizer implements IssuanceAuthorizer {
     if (!credentials.jwt) return this.tokens.authorize(credentials, now);
     if (!this.jwt) throw new UnauthenticatedError("this CA accepts no JWTs: no JWT issuer is configured");
     const attestation = await this.jwt.attest(credentials.jwt);
+    const requester = `jwt:${attestation.issuer}#${attestation.subject}`;
+    // A registration for this exact subject says which identity it obtains, instead of the claim template.
+    const registration = this.registrations.findByJwt(attestation.issuer, attestation.subject);
+    if (registration) {
+      return {
+        requester,
+        spiffeId: registration.spiffeId,
+        dnsNames: registration.dnsNames,
+        maxTtlSeconds: Math.min(registration.maxTtlSeconds, attestation.maxTtlSeconds),
+      };
+    }
+    if (this.registrationRequired.has(attestation.issuer)) {
+      throw new PolicyViolationError(`no registration maps the JWT subject ${JSON.stringify(attestation.subject.slice(0, 200))} of this issuer`);
+    }
     return {
-      requester: `jwt:${attestation.issuer}#${attestation.subject}`,
+      requester,
       spiffeId: attestation.spiffeId,
       dnsNames: attestation.dnsNames,
       maxTtlSeconds: attestation.maxTtlSeconds,

@@ -1,11 +1,11 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant } from "../ca/ports.js";
 import type { Clock } from "../common/clock.js";
-import { BadUserInputError, UnauthenticatedError } from "../common/errors.js";
+import { BadUserInputError, NotFoundError, UnauthenticatedError } from "../common/errors.js";
 import { generateId, generateSecret, hashSecret } from "../common/secrets.js";
 import { requireRole } from "./api-keys.js";
-import { InvalidIdentityError, parseDnsName, parseWorkloadSpiffeId } from "./identity.js";
-import type { EnrollmentTokenRecord, EnrollmentTokenRepository } from "./model.js";
+import { integerInRange, parseIdentityInput } from "./identity-input.js";
+import type { EnrollmentTokenRecord, EnrollmentTokenRepository, RegistrationRepository } from "./model.js";
 import { actorOf, type Principal } from "./principal.js";
 
 export interface EnrollmentTokenSettings {
@@ -29,6 +29,8 @@ export interface CreateEnrollmentTokenInput {
   readonly maxTtlSeconds?: number | null;
   readonly expiresInSeconds?: number | null;
   readonly uses?: number | null;
+  /** Makes the token follow this registration: its identity must match, and its later edits narrow the token. */
+  readonly registrationId?: string | null;
 }
 
 export interface CreatedEnrollmentToken {
@@ -38,14 +40,6 @@ export interface CreatedEnrollmentToken {
 }
 
 const TOKEN_PREFIX = "anc_enroll";
-
-function integerInRange(value: number | null | undefined, fallback: number, min: number, max: number, field: string): number {
-  const chosen = value ?? fallback;
-  if (!Number.isInteger(chosen) || chosen < min || chosen > max) {
-    throw new BadUserInputError(`${field} must be an integer from ${min} to ${max}`);
-  }
-  return chosen;
-}
 
 /**
  * One-time (or n-time) enrollment tokens bound to one identity. Admins create them; a workload presents one
@@ -57,32 +51,22 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     private readonly settings: EnrollmentTokenSettings,
+    private readonly registrations?: Pick<RegistrationRepository, "get">,
   ) {}
 
   create(principal: Principal, input: CreateEnrollmentTokenInput): CreatedEnrollmentToken {
     requireRole(principal, "ADMIN");
-    let spiffeId: string;
-    let dnsNames: string[];
-    try {
-      const parsed = parseWorkloadSpiffeId(input.spiffeId);
-      if (parsed.trustDomain !== this.settings.trustDomain) {
-        throw new InvalidIdentityError(
-          `SPIFFE ID "${input.spiffeId}" is not in this CA's trust domain "${this.settings.trustDomain}"`,
-        );
-      }
-      spiffeId = parsed.id;
-      dnsNames = [...new Set((input.dnsNames ?? []).map(parseDnsName))];
-    } catch (error) {
-      if (error instanceof InvalidIdentityError) throw new BadUserInputError(error.message, { cause: error });
-      throw error;
+    const { spiffeId, dnsNames: requestedDnsNames } = parseIdentityInput(input.spiffeId, input.dnsNames, this.settings.trustDomain);
+    const registration = input.registrationId ? this.registrations?.get(input.registrationId) : undefined;
+    if (input.registrationId && !registration) throw new NotFoundError(`no registration with id ${JSON.stringify(input.registrationId.slice(0, 64))}`);
+    if (registration && registration.spiffeId !== spiffeId) {
+      throw new BadUserInputError(`registration ${registration.id} is for ${registration.spiffeId}, not ${spiffeId}`);
     }
-    const maxTtlSeconds = integerInRange(
-      input.maxTtlSeconds,
-      this.settings.maxTtlSeconds,
-      60,
-      this.settings.maxTtlSeconds,
-      "maxTtlSeconds",
-    );
+    const dnsNames = registration && input.dnsNames == null ? [...registration.dnsNames] : requestedDnsNames;
+    const outside = registration ? dnsNames.filter((name) => !registration.dnsNames.includes(name)) : [];
+    if (outside.length > 0) throw new BadUserInputError(`registration ${registration?.id} does not allow ${outside.join(", ")}`);
+    const ceiling = registration ? Math.min(registration.maxTtlSeconds, this.settings.maxTtlSeconds) : this.settings.maxTtlSeconds;
+    const maxTtlSeconds = integerInRange(input.maxTtlSeconds, ceiling, 60, ceiling, "maxTtlSeconds");
     const expiresInSeconds = integerInRange(
       input.expiresInSeconds,
       this.settings.defaultTokenLifetimeSeconds,
@@ -103,6 +87,7 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
       usesLeft: uses,
       createdBy: actorOf(principal),
       createdAt: now,
+      registrationId: registration?.id ?? null,
     };
     this.repository.insert(record);
     this.audit.record({
@@ -110,7 +95,7 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
       actor: actorOf(principal),
       outcome: "success",
       subject: record.id,
-      details: { spiffeId, dnsNames, maxTtlSeconds, uses, expiresAt: record.expiresAt.toISOString() },
+      details: { spiffeId, dnsNames, maxTtlSeconds, uses, expiresAt: record.expiresAt.toISOString(), registrationId: registration?.id ?? null },
     });
     return { token, record };
   }
@@ -128,11 +113,19 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
     if (!record || record.usesLeft <= 0 || record.expiresAt.getTime() <= now.getTime()) {
       throw new UnauthenticatedError("the enrollment token is unknown, expired or used up");
     }
+    if (!record.registrationId) {
+      return { requester: `token:${record.id}`, spiffeId: record.spiffeId, dnsNames: record.dnsNames, maxTtlSeconds: record.maxTtlSeconds, consumeTokenHash: record.tokenHash };
+    }
+    // Made from a registration: what the registration allows now bounds the token.
+    const registration = this.registrations?.get(record.registrationId);
+    if (!registration || registration.spiffeId !== record.spiffeId) {
+      throw new UnauthenticatedError("the registration this enrollment token was made from has been deleted or changed identity");
+    }
     return {
       requester: `token:${record.id}`,
       spiffeId: record.spiffeId,
-      dnsNames: record.dnsNames,
-      maxTtlSeconds: record.maxTtlSeconds,
+      dnsNames: record.dnsNames.filter((name) => registration.dnsNames.includes(name)),
+      maxTtlSeconds: Math.min(record.maxTtlSeconds, registration.maxTtlSeconds),
       consumeTokenHash: record.tokenHash,
     };
   }

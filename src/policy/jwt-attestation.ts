@@ -59,6 +59,8 @@ export interface JwtIssuerSettings {
   algorithms?: string[];
   /** How long a fetched JWKS is used before it is fetched again (jwksUrl only). Default 300. */
   jwksCacheSeconds?: number;
+  /** Only subjects with a registration get a certificate (the template is not used). Default false. */
+  requireRegistration?: boolean;
 }
 
 export interface JwtAttestorOptions {

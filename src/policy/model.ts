@@ -23,6 +23,31 @@ export interface EnrollmentTokenRecord {
   readonly usesLeft: number;
   readonly createdBy: string;
   readonly createdAt: Date;
+  /** The registration the token was made from; its current entry bounds what the token grants. */
+  readonly registrationId?: string | null;
+}
+
+/** Which identity a JWT subject (or a token made from the registration) may obtain. */
+export interface RegistrationRecord {
+  readonly id: string;
+  readonly spiffeId: string;
+  readonly dnsNames: readonly string[];
+  readonly maxTtlSeconds: number;
+  /** With `jwtSubject`: the JWT (iss, sub) this registration applies to; both null for token-only ones. */
+  readonly jwtIssuer: string | null;
+  readonly jwtSubject: string | null;
+  readonly createdBy: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export interface RegistrationRepository {
+  insert(record: RegistrationRecord): void;
+  update(record: RegistrationRecord): void;
+  delete(id: string): boolean;
+  get(id: string): RegistrationRecord | undefined;
+  findByJwt(issuer: string, subject: string): RegistrationRecord | undefined;
+  list(filter: { spiffeIdPrefix?: string }): RegistrationRecord[];
 }
 
 export interface ApiKeyRepository {

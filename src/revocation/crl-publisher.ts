@@ -65,7 +65,8 @@ export class CrlPublisher {
     return build;
   }
 
-  private async refreshStale(): Promise<void> {
+  /** Rebuilds every missing or ageing CRL now (also those of issuers that appeared since start). */
+  async refreshStale(): Promise<void> {
     const now = this.deps.clock.now().getTime();
     for (const issuer of this.deps.issuers()) {
       const stored = this.deps.crls.get(issuer.id);

@@ -223,6 +223,11 @@ export class OcspResponder {
     }
   }
 
+  /** Creates or loads the responder certificates of issuers that appeared since start (a published intermediate). */
+  refreshResponders(): Promise<void> {
+    return this.ensureResponders();
+  }
+
   private async maintain(): Promise<void> {
     await this.ensureResponders();
     const now = this.deps.clock.now();

@@ -1,6 +1,6 @@
 import type { AuthorityKind, AuthorityRecord, AuthorityStatus } from "../ca/model.js";
-import type { AuthorityRepository } from "../ca/ports.js";
-import type { SqliteDatabase } from "./database.js";
+import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "../ca/ports.js";
+import { inTransaction, type SqliteDatabase } from "./database.js";
 
 interface AuthorityRow {
   id: string;
@@ -70,5 +70,71 @@ export class SqliteAuthorityRepository implements AuthorityRepository {
 
   setStatus(id: string, status: AuthorityStatus): void {
     this.db.prepare("UPDATE authorities SET status = ? WHERE id = ?").run(status, id);
+  }
+
+  activate(id: string): void {
+    inTransaction(this.db, () => {
+      this.db.prepare("UPDATE authorities SET status = 'published' WHERE kind = 'intermediate' AND status = 'active' AND id <> ?").run(id);
+      this.db.prepare("UPDATE authorities SET status = 'active' WHERE id = ?").run(id);
+    });
+  }
+
+  bundleSequence(): number {
+    return Number(this.db.prepare("SELECT coalesce(max(sequence), 0) FROM trust_bundle_versions").pluck().get());
+  }
+
+  firstBundleSequenceContaining(id: string): number | undefined {
+    const sequence = this.db
+      .prepare("SELECT min(sequence) FROM trust_bundle_versions, json_each(trust_bundle_versions.authority_ids) WHERE json_each.value = ?")
+      .pluck()
+      .get(id) as number | null;
+    return sequence ?? undefined;
+  }
+
+  lastLeafExpiry(id: string): Date | undefined {
+    const notAfter = this.db
+      .prepare("SELECT max(not_after) FROM certificates WHERE authority_id = ? AND state <> 'failed'")
+      .pluck()
+      .get(id) as number | null;
+    return notAfter === null ? undefined : new Date(notAfter);
+  }
+}
+
+interface ConsumerRow {
+  consumer_id: string;
+  acknowledged_sequence: number;
+  acknowledged_at: number;
+  first_seen_at: number;
+}
+
+const consumerFromRow = (row: ConsumerRow): TrustBundleConsumer => ({
+  consumerId: row.consumer_id,
+  acknowledgedSequence: row.acknowledged_sequence,
+  acknowledgedAt: new Date(row.acknowledged_at),
+  firstSeenAt: new Date(row.first_seen_at),
+});
+
+export class SqliteTrustBundleConsumerRepository implements TrustBundleConsumerRepository {
+  constructor(private readonly db: SqliteDatabase) {}
+
+  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer {
+    return inTransaction(this.db, () => {
+      this.db
+        .prepare(
+          `INSERT INTO trust_bundle_consumers (consumer_id, acknowledged_sequence, acknowledged_at, first_seen_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (consumer_id) DO UPDATE SET acknowledged_sequence = excluded.acknowledged_sequence, acknowledged_at = excluded.acknowledged_at
+           WHERE excluded.acknowledged_sequence > trust_bundle_consumers.acknowledged_sequence`,
+        )
+        .run(consumerId, sequence, now.getTime(), now.getTime());
+      return consumerFromRow(this.db.prepare("SELECT * FROM trust_bundle_consumers WHERE consumer_id = ?").get(consumerId) as ConsumerRow);
+    });
+  }
+
+  list(): TrustBundleConsumer[] {
+    return (this.db.prepare("SELECT * FROM trust_bundle_consumers ORDER BY consumer_id").all() as ConsumerRow[]).map(consumerFromRow);
+  }
+
+  count(): number {
+    return Number(this.db.prepare("SELECT count(*) FROM trust_bundle_consumers").pluck().get());
   }
 }

@@ -217,4 +217,62 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
         WHERE predecessor_serial IS NOT NULL AND state <> 'failed';
     `,
   },
+  {
+    version: 6,
+    sql: `
+      -- Versions of the trust bundle: a new row whenever the set of published authorities changes, written
+      -- by triggers so that every writer (service, admin CLI) bumps it in its own transaction.
+      CREATE TABLE trust_bundle_versions (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        authority_ids TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      INSERT INTO trust_bundle_versions (authority_ids, created_at)
+        SELECT json_group_array(id), CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        FROM (SELECT id FROM authorities WHERE status <> 'retired' ORDER BY id)
+        HAVING count(*) > 0;
+      CREATE TRIGGER authorities_bundle_on_insert AFTER INSERT ON authorities BEGIN
+        INSERT INTO trust_bundle_versions (authority_ids, created_at)
+          SELECT ids, CAST(unixepoch('subsec') * 1000 AS INTEGER)
+          FROM (SELECT (SELECT json_group_array(id) FROM (SELECT id FROM authorities WHERE status <> 'retired' ORDER BY id)) AS ids)
+          WHERE ids IS NOT (SELECT authority_ids FROM trust_bundle_versions ORDER BY sequence DESC LIMIT 1);
+      END;
+      CREATE TRIGGER authorities_bundle_on_status AFTER UPDATE OF status ON authorities BEGIN
+        INSERT INTO trust_bundle_versions (authority_ids, created_at)
+          SELECT ids, CAST(unixepoch('subsec') * 1000 AS INTEGER)
+          FROM (SELECT (SELECT json_group_array(id) FROM (SELECT id FROM authorities WHERE status <> 'retired' ORDER BY id)) AS ids)
+          WHERE ids IS NOT (SELECT authority_ids FROM trust_bundle_versions ORDER BY sequence DESC LIMIT 1);
+      END;
+
+      -- Mesh control planes that acknowledged a bundle version; the sequence only moves forward.
+      CREATE TABLE trust_bundle_consumers (
+        consumer_id TEXT PRIMARY KEY,
+        acknowledged_sequence INTEGER NOT NULL,
+        acknowledged_at INTEGER NOT NULL,
+        first_seen_at INTEGER NOT NULL
+      );
+    `,
+  },
+  {
+    version: 7,
+    sql: `
+      -- Registrations: which identity a JWT subject, or the holder of a token made from it, may obtain.
+      CREATE TABLE registrations (
+        id TEXT PRIMARY KEY,
+        spiffe_id TEXT NOT NULL,
+        dns_names TEXT NOT NULL,
+        max_ttl_seconds INTEGER NOT NULL,
+        jwt_issuer TEXT,
+        jwt_subject TEXT,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        CHECK ((jwt_issuer IS NULL) = (jwt_subject IS NULL))
+      );
+      CREATE UNIQUE INDEX registrations_jwt ON registrations(jwt_issuer, jwt_subject) WHERE jwt_issuer IS NOT NULL;
+      CREATE INDEX registrations_spiffe_id ON registrations(spiffe_id);
+      -- A token made from a registration follows it: narrowed by updates, void once it is deleted.
+      ALTER TABLE enrollment_tokens ADD COLUMN registration_id TEXT;
+    `,
+  },
 ];

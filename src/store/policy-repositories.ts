@@ -4,6 +4,8 @@ import type {
   ApiKeyRole,
   EnrollmentTokenRecord,
   EnrollmentTokenRepository,
+  RegistrationRecord,
+  RegistrationRepository,
 } from "../policy/model.js";
 import type { SqliteDatabase } from "./database.js";
 
@@ -71,6 +73,7 @@ interface EnrollmentTokenRow {
   uses_left: number;
   created_by: string;
   created_at: number;
+  registration_id: string | null;
 }
 
 export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepository {
@@ -83,8 +86,8 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
   insert(record: EnrollmentTokenRecord): void {
     this.db
       .prepare(
-        `INSERT INTO enrollment_tokens (id, token_hash, spiffe_id, dns_names, max_ttl_seconds, expires_at, uses_left, created_by, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO enrollment_tokens (id, token_hash, spiffe_id, dns_names, max_ttl_seconds, expires_at, uses_left, created_by, created_at, registration_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         record.id,
@@ -96,6 +99,7 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
         record.usesLeft,
         record.createdBy,
         record.createdAt.getTime(),
+        record.registrationId ?? null,
       );
   }
 
@@ -112,6 +116,84 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
       usesLeft: row.uses_left,
       createdBy: row.created_by,
       createdAt: new Date(row.created_at),
+      registrationId: row.registration_id,
     };
+  }
+}
+
+interface RegistrationRow {
+  id: string;
+  spiffe_id: string;
+  dns_names: string;
+  max_ttl_seconds: number;
+  jwt_issuer: string | null;
+  jwt_subject: string | null;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+
+const registrationFromRow = (row: RegistrationRow): RegistrationRecord => ({
+  id: row.id,
+  spiffeId: row.spiffe_id,
+  dnsNames: JSON.parse(row.dns_names) as string[],
+  maxTtlSeconds: row.max_ttl_seconds,
+  jwtIssuer: row.jwt_issuer,
+  jwtSubject: row.jwt_subject,
+  createdBy: row.created_by,
+  createdAt: new Date(row.created_at),
+  updatedAt: new Date(row.updated_at),
+});
+
+export class SqliteRegistrationRepository implements RegistrationRepository {
+  constructor(private readonly db: SqliteDatabase) {}
+
+  insert(record: RegistrationRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO registrations (id, spiffe_id, dns_names, max_ttl_seconds, jwt_issuer, jwt_subject, created_by, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        record.id,
+        record.spiffeId,
+        JSON.stringify(record.dnsNames),
+        record.maxTtlSeconds,
+        record.jwtIssuer,
+        record.jwtSubject,
+        record.createdBy,
+        record.createdAt.getTime(),
+        record.updatedAt.getTime(),
+      );
+  }
+
+  update(record: RegistrationRecord): void {
+    this.db
+      .prepare("UPDATE registrations SET spiffe_id = ?, dns_names = ?, max_ttl_seconds = ?, jwt_issuer = ?, jwt_subject = ?, updated_at = ? WHERE id = ?")
+      .run(record.spiffeId, JSON.stringify(record.dnsNames), record.maxTtlSeconds, record.jwtIssuer, record.jwtSubject, record.updatedAt.getTime(), record.id);
+  }
+
+  delete(id: string): boolean {
+    return this.db.prepare("DELETE FROM registrations WHERE id = ?").run(id).changes === 1;
+  }
+
+  get(id: string): RegistrationRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM registrations WHERE id = ?").get(id) as RegistrationRow | undefined;
+    return row && registrationFromRow(row);
+  }
+
+  findByJwt(issuer: string, subject: string): RegistrationRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM registrations WHERE jwt_issuer = ? AND jwt_subject = ?").get(issuer, subject) as RegistrationRow | undefined;
+    return row && registrationFromRow(row);
+  }
+
+  list(filter: { spiffeIdPrefix?: string }): RegistrationRecord[] {
+    const rows =
+      filter.spiffeIdPrefix === undefined
+        ? this.db.prepare("SELECT * FROM registrations ORDER BY spiffe_id, id").all()
+        : this.db
+            .prepare("SELECT * FROM registrations WHERE spiffe_id >= ? AND spiffe_id < ? ORDER BY spiffe_id, id")
+            .all(filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`);
+    return (rows as RegistrationRow[]).map(registrationFromRow);
   }
 }

@@ -171,4 +171,81 @@ describe.skipIf(missing !== undefined)(`JWT attestation and explainIssuance${mis
       expect(counts()).toEqual(before);
     });
   });
+
+  describe("registrations", () => {
+    const REGISTRATION_FIELDS = "id spiffeId dnsNames maxTtlSeconds jwtIssuer jwtSubject createdAt updatedAt";
+    const CREATE = `mutation ($input: RegistrationInput!) { createRegistration(input: $input) { ${REGISTRATION_FIELDS} } }`;
+    const UPDATE = `mutation ($id: ID!, $input: RegistrationInput!) { updateRegistration(id: $id, input: $input) { ${REGISTRATION_FIELDS} } }`;
+    const DELETE = `mutation ($id: ID!) { deleteRegistration(id: $id) { id } }`;
+
+    it("are created, listed, updated and deleted by admins, each change audited; bad input changes nothing", async () => {
+      const created = ok(await admin(CREATE, { input: { spiffeId: "spiffe://anchorage.test/apps/crud", dnsNames: ["crud.apps.internal"], maxTtlSeconds: 900 } })).createRegistration;
+      expect(created).toMatchObject({ spiffeId: "spiffe://anchorage.test/apps/crud", dnsNames: ["crud.apps.internal"], maxTtlSeconds: 900, jwtIssuer: null });
+      const listed = ok(await admin(`{ registrations(spiffeIdPrefix: "spiffe://anchorage.test/apps/") { id } }`)).registrations;
+      expect(listed).toContainEqual({ id: created.id });
+      const updated = ok(await admin(UPDATE, { id: created.id, input: { spiffeId: "spiffe://anchorage.test/apps/crud", dnsNames: [], maxTtlSeconds: 600 } })).updateRegistration;
+      expect(updated).toMatchObject({ id: created.id, dnsNames: [], maxTtlSeconds: 600, createdAt: created.createdAt });
+
+      const events = () => service.countAuditEvents("registration.created") + service.countAuditEvents("registration.updated") + service.countAuditEvents("registration.deleted");
+      const before = events();
+      const rows = Number(service.sqlValue("SELECT count(*) FROM registrations"));
+      for (const input of [
+        { spiffeId: "spiffe://elsewhere.test/apps/x" },
+        { spiffeId: "spiffe://anchorage.test/apps/x", dnsNames: ["*.wild.card"] },
+        { spiffeId: "spiffe://anchorage.test/apps/x", maxTtlSeconds: 10 },
+        { spiffeId: "spiffe://anchorage.test/apps/x", jwtIssuer: ISSUER },
+        { spiffeId: "spiffe://anchorage.test/apps/x", jwtIssuer: "https://unknown.example", jwtSubject: "s" },
+      ]) {
+        expect(refusal(await admin(CREATE, { input })).code, JSON.stringify(input)).toBe("BAD_USER_INPUT");
+      }
+      expect(refusal(await admin(UPDATE, { id: "reg_missing", input: { spiffeId: "spiffe://anchorage.test/apps/x" } })).code).toBe("NOT_FOUND");
+      expect(refusal(await service.gql(CREATE, { input: { spiffeId: "spiffe://anchorage.test/apps/x" } })).code).toBe("UNAUTHENTICATED");
+      expect(events()).toBe(before);
+      expect(Number(service.sqlValue("SELECT count(*) FROM registrations"))).toBe(rows);
+
+      ok(await admin(DELETE, { id: created.id }));
+      expect(refusal(await admin(DELETE, { id: created.id })).code).toBe("NOT_FOUND");
+      const trail = JSON.parse(service.sqlValue("SELECT details FROM audit_events WHERE type = 'registration.updated' AND subject = ?", created.id) as string);
+      expect(trail).toMatchObject({ before: { dnsNames: ["crud.apps.internal"], maxTtlSeconds: 900 }, after: { dnsNames: [], maxTtlSeconds: 600 } });
+      expect(service.sqlValue("SELECT count(*) FROM audit_events WHERE type = 'registration.deleted' AND subject = ?", created.id)).toBe(1);
+    });
+
+    it("map a JWT subject to the identity they name instead of the issuer's template", async () => {
+      const spiffeId = "spiffe://anchorage.test/apps/web-registered";
+      const registration = ok(
+        await admin(CREATE, { input: { spiffeId, dnsNames: ["web.apps.internal"], maxTtlSeconds: 1200, jwtIssuer: ISSUER, jwtSubject: "system:serviceaccount:default:web" } }),
+      ).createRegistration;
+      expect(refusal(await admin(CREATE, { input: { spiffeId, jwtIssuer: ISSUER, jwtSubject: "system:serviceaccount:default:web" } })).message).toMatch(/already maps/);
+      const templated = makeCsr({ spiffeId: "spiffe://anchorage.test/ns/default/sa/web" });
+      expect(refusal(await service.gql(ISSUE, { input: { csr: templated.csrPem, jwt: await serviceAccountToken() } })).code).toBe("POLICY_VIOLATION");
+      const { csrPem } = makeCsr({ spiffeId, dnsNames: ["web.apps.internal"] });
+      const issued = ok(await service.gql(ISSUE, { input: { csr: csrPem, jwt: await serviceAccountToken() } })).issueCertificate;
+      expect(issued).toMatchObject({ spiffeId, dnsNames: ["web.apps.internal"] });
+      expect(refusal(await service.gql(ISSUE, { input: { csr: csrPem, jwt: await serviceAccountToken(), ttlSeconds: 3600 } })).message).toMatch(/exceeds the maximum of 1200/);
+      ok(await admin(DELETE, { id: registration.id }));
+    });
+
+    it("bound the tokens made from them: an update narrows a token, a deletion voids it", async () => {
+      const spiffeId = "spiffe://anchorage.test/apps/batch";
+      const registration = ok(await admin(CREATE, { input: { spiffeId, dnsNames: ["a.batch.internal", "b.batch.internal"], maxTtlSeconds: 1800 } })).createRegistration;
+      const token = ok(
+        await admin(`mutation ($input: CreateEnrollmentTokenInput!) { createEnrollmentToken(input: $input) { id token dnsNames maxTtlSeconds } }`, {
+          input: { spiffeId, registrationId: registration.id, uses: 5 },
+        }),
+      ).createEnrollmentToken;
+      expect(token).toMatchObject({ dnsNames: ["a.batch.internal", "b.batch.internal"], maxTtlSeconds: 1800 });
+      expect(refusal(await admin(CREATE_TOKEN, { input: { spiffeId: "spiffe://anchorage.test/apps/other", registrationId: registration.id } })).code).toBe("BAD_USER_INPUT");
+      expect(refusal(await admin(CREATE_TOKEN, { input: { spiffeId, registrationId: registration.id, dnsNames: ["c.batch.internal"] } })).code).toBe("BAD_USER_INPUT");
+
+      ok(await admin(UPDATE, { id: registration.id, input: { spiffeId, dnsNames: ["a.batch.internal"], maxTtlSeconds: 1800 } }));
+      const withB = makeCsr({ spiffeId, dnsNames: ["b.batch.internal"] });
+      expect(refusal(await service.gql(ISSUE, { input: { csr: withB.csrPem, token: token.token } })).code).toBe("POLICY_VIOLATION");
+      const withA = makeCsr({ spiffeId, dnsNames: ["a.batch.internal"] });
+      ok(await service.gql(ISSUE, { input: { csr: withA.csrPem, token: token.token } }));
+
+      ok(await admin(DELETE, { id: registration.id }));
+      const voided = refusal(await service.gql(ISSUE, { input: { csr: withA.csrPem, token: token.token } }));
+      expect(voided).toMatchObject({ code: "UNAUTHENTICATED", message: expect.stringMatching(/registration/) });
+    });
+  });
 });

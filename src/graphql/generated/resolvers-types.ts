@@ -7,7 +7,8 @@ import type { CreatedEnrollmentToken } from '../../policy/enrollment-tokens.js';
 import type { CreatedApiKey as CreatedApiKeyModel } from '../../policy/api-keys.js';
 import type { TrustBundle as TrustBundleModel } from '../../ca/trust-bundle.js';
 import type { AuditEventRecord, AuditEventPage } from '../../audit/audit-events.js';
-import type { ApiKeyRecord } from '../../policy/model.js';
+import type { ApiKeyRecord, RegistrationRecord } from '../../policy/model.js';
+import type { ConsumerStatus } from '../../ca/rotation-service.js';
 import type { GraphQLContext } from '../context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
@@ -53,6 +54,10 @@ export type Query = {
   readonly inclusionProof: InclusionProof;
   /** Proof that the tree of `fromSize` leaves is a prefix of the tree of `toSize` leaves. Admin or auditor. */
   readonly consistencyProof: ConsistencyProof;
+  /** Mesh control planes that acknowledged a bundle version, and whether they have the current issuer's. Admin or auditor. */
+  readonly trustBundleConsumers: TrustBundleConsumers;
+  /** Registrations, by SPIFFE ID. Admin or auditor. */
+  readonly registrations: ReadonlyArray<Registration>;
 };
 
 
@@ -91,6 +96,11 @@ export type QueryConsistencyProofArgs = {
   toSize: Scalars['Int']['input'];
 };
 
+
+export type QueryRegistrationsArgs = {
+  spiffeIdPrefix?: InputMaybe<Scalars['String']['input']>;
+};
+
 export type Mutation = {
   readonly __typename?: 'Mutation';
   /** Creates an API key; the key is shown only in this response. Admin. */
@@ -110,6 +120,21 @@ export type Mutation = {
   /** Revokes an API key at once; requests with it fail with UNAUTHENTICATED. Admin. Idempotent. */
   readonly revokeApiKey: ApiKey;
   /**
+   * A mesh control plane says which bundle version it has installed. Public; the recorded version never goes
+   * down. Retiring an intermediate waits until every consumer has the bundle with its successor.
+   */
+  readonly acknowledgeTrustBundle: Scalars['Boolean']['output'];
+  /**
+   * Makes a published intermediate the one that issues, in every service process, without a restart; the one
+   * issuing before stays published. Admin. Idempotent.
+   */
+  readonly activateAuthority: Authority;
+  /**
+   * Removes a published intermediate from the trust bundle, once every certificate it signed has expired and
+   * every acknowledged consumer has the bundle with its successor (force: skip the consumer check). Admin.
+   */
+  readonly retireAuthority: Authority;
+  /**
    * Renews the certificate presented as the TLS client certificate (mutual TLS): the CSR must ask for exactly
    * its identity, with a new key; the new certificate gets a fresh lifetime and records its predecessor. Only
    * the newest certificate of a lineage may renew.
@@ -120,6 +145,12 @@ export type Mutation = {
    * refuses it. No token use is taken, nothing is stored or signed, no audit event is written.
    */
   readonly explainIssuance: IssuanceDecision;
+  /** Creates a registration. Admin. Audited. */
+  readonly createRegistration: Registration;
+  /** Replaces a registration's fields; tokens made from it are narrowed at once. Admin. Audited. */
+  readonly updateRegistration: Registration;
+  /** Deletes a registration; tokens made from it stop working. Admin. Audited. */
+  readonly deleteRegistration: Registration;
 };
 
 
@@ -153,6 +184,23 @@ export type MutationRevokeApiKeyArgs = {
 };
 
 
+export type MutationAcknowledgeTrustBundleArgs = {
+  consumerId: Scalars['String']['input'];
+  sequence: Scalars['Int']['input'];
+};
+
+
+export type MutationActivateAuthorityArgs = {
+  id: Scalars['ID']['input'];
+};
+
+
+export type MutationRetireAuthorityArgs = {
+  id: Scalars['ID']['input'];
+  force?: InputMaybe<Scalars['Boolean']['input']>;
+};
+
+
 export type MutationRenewCertificateArgs = {
   input: RenewCertificateInput;
 };
@@ -160,6 +208,22 @@ export type MutationRenewCertificateArgs = {
 
 export type MutationExplainIssuanceArgs = {
   input: IssueCertificateInput;
+};
+
+
+export type MutationCreateRegistrationArgs = {
+  input: RegistrationInput;
+};
+
+
+export type MutationUpdateRegistrationArgs = {
+  id: Scalars['ID']['input'];
+  input: RegistrationInput;
+};
+
+
+export type MutationDeleteRegistrationArgs = {
+  id: Scalars['ID']['input'];
 };
 
 export type RevokeCertificateInput = {
@@ -210,6 +274,12 @@ export type AuthorityStatus =
 export type TrustBundle = {
   readonly __typename?: 'TrustBundle';
   readonly trustDomain: Scalars['String']['output'];
+  /** Bundle version (SPIFFE spiffe_sequence): goes up whenever an authority is published or retired. */
+  readonly sequence: Scalars['Int']['output'];
+  /** The SPIFFE bundle: a JWK set with one x509-svid key (and its certificate) per published authority. */
+  readonly spiffeBundle: Scalars['String']['output'];
+  /** How often (seconds) consumers should re-fetch when not subscribed. */
+  readonly refreshHintSeconds: Scalars['Int']['output'];
   /** Root certificates, PEM, concatenated. */
   readonly rootsPem: Scalars['String']['output'];
   /** Intermediate certificates still published, PEM, concatenated. */
@@ -246,6 +316,11 @@ export type CreateEnrollmentTokenInput = {
   readonly expiresInSeconds?: InputMaybe<Scalars['Int']['input']>;
   /** How many certificates the token can obtain; 1 when omitted. */
   readonly uses?: InputMaybe<Scalars['Int']['input']>;
+  /**
+   * Makes the token follow a registration for the same SPIFFE ID: DNS names and lifetime default to (and must
+   * stay within) the registration's, later edits narrow the token, and deleting the registration voids it.
+   */
+  readonly registrationId?: InputMaybe<Scalars['ID']['input']>;
 };
 
 export type EnrollmentToken = {
@@ -452,6 +527,20 @@ export type ConsistencyProof = {
   readonly toCheckpoint: Maybe<Scalars['String']['output']>;
 };
 
+export type Subscription = {
+  readonly __typename?: 'Subscription';
+  /**
+   * The trust bundle now, then again every time it changes (an intermediate published or retired), from
+   * whichever service process made the change. Public; over Server-Sent Events (Accept: text/event-stream).
+   */
+  readonly trustBundleChanged: TrustBundle;
+};
+
+
+export type SubscriptionTrustBundleChangedArgs = {
+  trustDomain?: InputMaybe<Scalars['String']['input']>;
+};
+
 export type IssuanceDecision = {
   readonly __typename?: 'IssuanceDecision';
   /** True when issueCertificate with this input would succeed now. */
@@ -490,6 +579,46 @@ export type RenewCertificateInput = {
   readonly csr: Scalars['String']['input'];
   /** Requested lifetime; the operator default (1 hour) when omitted. */
   readonly ttlSeconds?: InputMaybe<Scalars['Int']['input']>;
+};
+
+export type TrustBundleConsumers = {
+  readonly __typename?: 'TrustBundleConsumers';
+  readonly currentSequence: Scalars['Int']['output'];
+  /** The first bundle version with the active intermediate: what a consumer needs before an old one is retired. */
+  readonly requiredSequence: Scalars['Int']['output'];
+  readonly consumers: ReadonlyArray<TrustBundleConsumer>;
+};
+
+export type TrustBundleConsumer = {
+  readonly __typename?: 'TrustBundleConsumer';
+  readonly consumerId: Scalars['String']['output'];
+  readonly acknowledgedSequence: Scalars['Int']['output'];
+  readonly acknowledgedAt: Scalars['String']['output'];
+  readonly current: Scalars['Boolean']['output'];
+};
+
+export type RegistrationInput = {
+  /** The one identity certificates under this registration carry. */
+  readonly spiffeId: Scalars['String']['input'];
+  /** DNS names they may carry in addition; none when omitted. */
+  readonly dnsNames?: InputMaybe<ReadonlyArray<Scalars['String']['input']>>;
+  /** Longest certificate lifetime; the operator maximum when omitted. */
+  readonly maxTtlSeconds?: InputMaybe<Scalars['Int']['input']>;
+  /** With jwtSubject: a JWT with this iss (a configured issuer) and sub obtains this identity, instead of the issuer's template. */
+  readonly jwtIssuer?: InputMaybe<Scalars['String']['input']>;
+  readonly jwtSubject?: InputMaybe<Scalars['String']['input']>;
+};
+
+export type Registration = {
+  readonly __typename?: 'Registration';
+  readonly id: Scalars['ID']['output'];
+  readonly spiffeId: Scalars['String']['output'];
+  readonly dnsNames: ReadonlyArray<Scalars['String']['output']>;
+  readonly maxTtlSeconds: Scalars['Int']['output'];
+  readonly jwtIssuer: Maybe<Scalars['String']['output']>;
+  readonly jwtSubject: Maybe<Scalars['String']['output']>;
+  readonly createdAt: Scalars['String']['output'];
+  readonly updatedAt: Scalars['String']['output'];
 };
 
 
@@ -568,6 +697,7 @@ export type ResolversTypes = {
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   Mutation: ResolverTypeWrapper<{}>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
+  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   RevokeCertificateInput: RevokeCertificateInput;
   RevocationReason: RevocationReason;
   Authority: ResolverTypeWrapper<AuthorityRecord>;
@@ -589,7 +719,6 @@ export type ResolversTypes = {
   CertificateConnection: ResolverTypeWrapper<CertificatePage>;
   CertificateEdge: ResolverTypeWrapper<Omit<CertificateEdge, 'node'> & { node: ResolversTypes['Certificate'] }>;
   PageInfo: ResolverTypeWrapper<PageInfo>;
-  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   ApiKey: ResolverTypeWrapper<ApiKeyRecord>;
   AuditOutcome: AuditOutcome;
   AuditEvent: ResolverTypeWrapper<AuditEventRecord>;
@@ -599,10 +728,15 @@ export type ResolversTypes = {
   TransparencyLog: ResolverTypeWrapper<TransparencyLog>;
   InclusionProof: ResolverTypeWrapper<InclusionProof>;
   ConsistencyProof: ResolverTypeWrapper<ConsistencyProof>;
+  Subscription: ResolverTypeWrapper<{}>;
   IssuanceDecision: ResolverTypeWrapper<IssuanceDecision>;
   IssuanceRefusal: ResolverTypeWrapper<IssuanceRefusal>;
   PlannedCertificate: ResolverTypeWrapper<PlannedCertificate>;
   RenewCertificateInput: RenewCertificateInput;
+  TrustBundleConsumers: ResolverTypeWrapper<Omit<TrustBundleConsumers, 'consumers'> & { consumers: ReadonlyArray<ResolversTypes['TrustBundleConsumer']> }>;
+  TrustBundleConsumer: ResolverTypeWrapper<ConsumerStatus>;
+  RegistrationInput: RegistrationInput;
+  Registration: ResolverTypeWrapper<RegistrationRecord>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
@@ -612,6 +746,7 @@ export type ResolversParentTypes = {
   Int: Scalars['Int']['output'];
   Mutation: {};
   ID: Scalars['ID']['output'];
+  Boolean: Scalars['Boolean']['output'];
   RevokeCertificateInput: RevokeCertificateInput;
   Authority: AuthorityRecord;
   TrustBundle: TrustBundleModel;
@@ -628,7 +763,6 @@ export type ResolversParentTypes = {
   CertificateConnection: CertificatePage;
   CertificateEdge: Omit<CertificateEdge, 'node'> & { node: ResolversParentTypes['Certificate'] };
   PageInfo: PageInfo;
-  Boolean: Scalars['Boolean']['output'];
   ApiKey: ApiKeyRecord;
   AuditEvent: AuditEventRecord;
   AuditEventFilter: AuditEventFilter;
@@ -637,10 +771,15 @@ export type ResolversParentTypes = {
   TransparencyLog: TransparencyLog;
   InclusionProof: InclusionProof;
   ConsistencyProof: ConsistencyProof;
+  Subscription: {};
   IssuanceDecision: IssuanceDecision;
   IssuanceRefusal: IssuanceRefusal;
   PlannedCertificate: PlannedCertificate;
   RenewCertificateInput: RenewCertificateInput;
+  TrustBundleConsumers: Omit<TrustBundleConsumers, 'consumers'> & { consumers: ReadonlyArray<ResolversParentTypes['TrustBundleConsumer']> };
+  TrustBundleConsumer: ConsumerStatus;
+  RegistrationInput: RegistrationInput;
+  Registration: RegistrationRecord;
 };
 
 export type QueryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
@@ -653,6 +792,8 @@ export type QueryResolvers<ContextType = GraphQLContext, ParentType extends Reso
   transparencyLog?: Resolver<ResolversTypes['TransparencyLog'], ParentType, ContextType>;
   inclusionProof?: Resolver<ResolversTypes['InclusionProof'], ParentType, ContextType, RequireFields<QueryInclusionProofArgs, 'serial'>>;
   consistencyProof?: Resolver<ResolversTypes['ConsistencyProof'], ParentType, ContextType, RequireFields<QueryConsistencyProofArgs, 'fromSize' | 'toSize'>>;
+  trustBundleConsumers?: Resolver<ResolversTypes['TrustBundleConsumers'], ParentType, ContextType>;
+  registrations?: Resolver<ReadonlyArray<ResolversTypes['Registration']>, ParentType, ContextType, Partial<QueryRegistrationsArgs>>;
 };
 
 export type MutationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
@@ -662,8 +803,14 @@ export type MutationResolvers<ContextType = GraphQLContext, ParentType extends R
   issueCertificates?: Resolver<ReadonlyArray<ResolversTypes['IssueCertificateResult']>, ParentType, ContextType, RequireFields<MutationIssueCertificatesArgs, 'inputs'>>;
   revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
   revokeApiKey?: Resolver<ResolversTypes['ApiKey'], ParentType, ContextType, RequireFields<MutationRevokeApiKeyArgs, 'id'>>;
+  acknowledgeTrustBundle?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationAcknowledgeTrustBundleArgs, 'consumerId' | 'sequence'>>;
+  activateAuthority?: Resolver<ResolversTypes['Authority'], ParentType, ContextType, RequireFields<MutationActivateAuthorityArgs, 'id'>>;
+  retireAuthority?: Resolver<ResolversTypes['Authority'], ParentType, ContextType, RequireFields<MutationRetireAuthorityArgs, 'id'>>;
   renewCertificate?: Resolver<ResolversTypes['IssuedCertificate'], ParentType, ContextType, RequireFields<MutationRenewCertificateArgs, 'input'>>;
   explainIssuance?: Resolver<ResolversTypes['IssuanceDecision'], ParentType, ContextType, RequireFields<MutationExplainIssuanceArgs, 'input'>>;
+  createRegistration?: Resolver<ResolversTypes['Registration'], ParentType, ContextType, RequireFields<MutationCreateRegistrationArgs, 'input'>>;
+  updateRegistration?: Resolver<ResolversTypes['Registration'], ParentType, ContextType, RequireFields<MutationUpdateRegistrationArgs, 'id' | 'input'>>;
+  deleteRegistration?: Resolver<ResolversTypes['Registration'], ParentType, ContextType, RequireFields<MutationDeleteRegistrationArgs, 'id'>>;
 };
 
 export type AuthorityResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Authority'] = ResolversParentTypes['Authority']> = {
@@ -680,6 +827,9 @@ export type AuthorityResolvers<ContextType = GraphQLContext, ParentType extends 
 
 export type TrustBundleResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['TrustBundle'] = ResolversParentTypes['TrustBundle']> = {
   trustDomain?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  sequence?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  spiffeBundle?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  refreshHintSeconds?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   rootsPem?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   intermediatesPem?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   authorities?: Resolver<ReadonlyArray<ResolversTypes['Authority']>, ParentType, ContextType>;
@@ -827,6 +977,10 @@ export type ConsistencyProofResolvers<ContextType = GraphQLContext, ParentType e
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
+export type SubscriptionResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = {
+  trustBundleChanged?: SubscriptionResolver<ResolversTypes['TrustBundle'], "trustBundleChanged", ParentType, ContextType, Partial<SubscriptionTrustBundleChangedArgs>>;
+};
+
 export type IssuanceDecisionResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IssuanceDecision'] = ResolversParentTypes['IssuanceDecision']> = {
   allowed?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   refusals?: Resolver<ReadonlyArray<ResolversTypes['IssuanceRefusal']>, ParentType, ContextType>;
@@ -853,6 +1007,33 @@ export type PlannedCertificateResolvers<ContextType = GraphQLContext, ParentType
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
+export type TrustBundleConsumersResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['TrustBundleConsumers'] = ResolversParentTypes['TrustBundleConsumers']> = {
+  currentSequence?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  requiredSequence?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  consumers?: Resolver<ReadonlyArray<ResolversTypes['TrustBundleConsumer']>, ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type TrustBundleConsumerResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['TrustBundleConsumer'] = ResolversParentTypes['TrustBundleConsumer']> = {
+  consumerId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  acknowledgedSequence?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  acknowledgedAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  current?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type RegistrationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Registration'] = ResolversParentTypes['Registration']> = {
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  spiffeId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  dnsNames?: Resolver<ReadonlyArray<ResolversTypes['String']>, ParentType, ContextType>;
+  maxTtlSeconds?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  jwtIssuer?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  jwtSubject?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  updatedAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
 export type Resolvers<ContextType = GraphQLContext> = {
   Query?: QueryResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
@@ -874,8 +1055,12 @@ export type Resolvers<ContextType = GraphQLContext> = {
   TransparencyLog?: TransparencyLogResolvers<ContextType>;
   InclusionProof?: InclusionProofResolvers<ContextType>;
   ConsistencyProof?: ConsistencyProofResolvers<ContextType>;
+  Subscription?: SubscriptionResolvers<ContextType>;
   IssuanceDecision?: IssuanceDecisionResolvers<ContextType>;
   IssuanceRefusal?: IssuanceRefusalResolvers<ContextType>;
   PlannedCertificate?: PlannedCertificateResolvers<ContextType>;
+  TrustBundleConsumers?: TrustBundleConsumersResolvers<ContextType>;
+  TrustBundleConsumer?: TrustBundleConsumerResolvers<ContextType>;
+  Registration?: RegistrationResolvers<ContextType>;
 };
 

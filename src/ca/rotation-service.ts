@@ -1,0 +1,156 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../common/clock.js";
+import { BadUserInputError, NotFoundError, PolicyViolationError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import { requireRole } from "../policy/api-keys.js";
+import { actorOf, type Principal } from "../policy/principal.js";
+import type { AuthorityService } from "./authority-service.js";
+import type { AuthorityWatcher } from "./authority-watcher.js";
+import type { IssuerRegistry } from "./issuer-registry.js";
+import type { AuthorityRecord } from "./model.js";
+import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "./ports.js";
+import type { TrustBundle } from "./trust-bundle.js";
+
+const CONSUMER_ID = /^[A-Za-z0-9._:/@-]{1,128}$/;
+
+export interface ConsumerStatus extends TrustBundleConsumer {
+  /** Whether the consumer has installed a bundle with the intermediate that issues now. */
+  readonly current: boolean;
+}
+
+/**
+ * Intermediate rotation with overlap, and the trust bundle's consumers. A new intermediate is published
+ * (in the bundle, not issuing) by the admin CLI; `activate` switches issuance to it in every process without
+ * a restart; `retire` removes an old one from the bundle once the last certificate it signed has expired and
+ * every known consumer has acknowledged a bundle with its successor (an admin may override the latter).
+ */
+export class RotationService {
+  constructor(
+    private readonly deps: {
+      readonly repository: AuthorityRepository;
+      readonly consumers: TrustBundleConsumerRepository;
+      readonly authorities: AuthorityService;
+      readonly issuers: IssuerRegistry;
+      readonly watcher: AuthorityWatcher;
+      readonly audit: AuditLog;
+      readonly clock: Clock;
+      readonly logger: Logger;
+      /** Bound on distinct consumer ids, since acknowledging needs no credential. */
+      readonly maxConsumers: number;
+    },
+  ) {}
+
+  /** Pushes the trust bundle of `trustDomain` to `listener` whenever it changes; returns the unsubscribe function. */
+  watchTrustBundle(trustDomain: string | null | undefined, listener: (bundle: TrustBundle) => void): () => void {
+    let last = this.deps.authorities.trustBundle(trustDomain).sequence;
+    return this.deps.watcher.subscribe(() => {
+      const bundle = this.deps.authorities.trustBundle(trustDomain);
+      if (bundle.sequence === last) return;
+      last = bundle.sequence;
+      listener(bundle);
+    });
+  }
+
+  acknowledge(consumerId: string, sequence: number): TrustBundleConsumer {
+    if (!CONSUMER_ID.test(consumerId)) {
+      throw new BadUserInputError("consumerId must be 1 to 128 letters, digits or . _ : / @ -");
+    }
+    const current = this.deps.repository.bundleSequence();
+    if (!Number.isInteger(sequence) || sequence < 1 || sequence > current) {
+      throw new BadUserInputError(`sequence must be a published bundle version, 1 to ${current}`);
+    }
+    const known = this.deps.consumers.list().some((consumer) => consumer.consumerId === consumerId);
+    if (!known && this.deps.consumers.count() >= this.deps.maxConsumers) {
+      throw new PolicyViolationError(`this CA tracks at most ${this.deps.maxConsumers} trust bundle consumers`);
+    }
+    const stored = this.deps.consumers.acknowledge(consumerId, sequence, this.deps.clock.now());
+    this.deps.logger.info({ consumerId, sequence: stored.acknowledgedSequence }, "trust bundle acknowledged");
+    return stored;
+  }
+
+  consumers(principal: Principal): { currentSequence: number; requiredSequence: number; consumers: ConsumerStatus[] } {
+    requireRole(principal, "ADMIN", "AUDITOR");
+    const requiredSequence = this.requiredSequence();
+    return {
+      currentSequence: this.deps.repository.bundleSequence(),
+      requiredSequence,
+      consumers: this.deps.consumers.list().map((consumer) => ({ ...consumer, current: consumer.acknowledgedSequence >= requiredSequence })),
+    };
+  }
+
+  /** Makes a published intermediate the one that issues, in every service process. Idempotent. */
+  async activate(principal: Principal, id: string, remoteAddress?: string): Promise<AuthorityRecord> {
+    requireRole(principal, "ADMIN");
+    const authority = this.intermediate(id);
+    if (authority.status === "active") return authority;
+    if (authority.status !== "published") throw new PolicyViolationError(`intermediate ${id} is retired and cannot issue again`);
+    const now = this.deps.clock.now();
+    if (authority.notBefore.getTime() > now.getTime() || authority.notAfter.getTime() <= now.getTime()) {
+      throw new PolicyViolationError(`intermediate ${id} is not within its validity period`);
+    }
+    // Refuses before anything changes if the token does not hold the certificate's key.
+    await this.deps.issuers.load(authority);
+    const previous = this.deps.repository.list().find((candidate) => candidate.kind === "intermediate" && candidate.status === "active");
+    this.deps.repository.activate(id);
+    this.deps.audit.record({
+      type: "authority.activated",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: id,
+      ...(remoteAddress ? { remoteAddress } : {}),
+      details: { previous: previous?.id ?? null },
+    });
+    this.deps.watcher.refresh();
+    await this.deps.issuers.update(this.deps.watcher.current().authorities);
+    return this.intermediate(id);
+  }
+
+  /**
+   * Takes an intermediate out of the bundle. Refused while certificates it signed are still valid, and, unless
+   * `force`, while a known consumer has not acknowledged a bundle with the intermediate that replaced it.
+   */
+  retire(principal: Principal, id: string, force: boolean, remoteAddress?: string): AuthorityRecord {
+    requireRole(principal, "ADMIN");
+    const authority = this.intermediate(id);
+    if (authority.status === "retired") return authority;
+    if (authority.status === "active") throw new PolicyViolationError(`intermediate ${id} is the active one: activate its successor first`);
+    const now = this.deps.clock.now();
+    const lastExpiry = this.deps.repository.lastLeafExpiry(id);
+    if (lastExpiry && lastExpiry.getTime() > now.getTime()) {
+      throw new PolicyViolationError(`certificates signed by ${id} are valid until ${lastExpiry.toISOString()}; it stays published until then`);
+    }
+    const required = this.requiredSequence();
+    const lagging = this.deps.consumers.list().filter((consumer) => consumer.acknowledgedSequence < required);
+    if (lagging.length > 0 && !force) {
+      throw new PolicyViolationError(
+        `${lagging.length} trust bundle consumer(s) have not acknowledged bundle ${required} or later: ${lagging
+          .slice(0, 10)
+          .map((consumer) => `${consumer.consumerId} (at ${consumer.acknowledgedSequence})`)
+          .join(", ")}; retry when they have, or force`,
+      );
+    }
+    this.deps.repository.setStatus(id, "retired");
+    this.deps.audit.record({
+      type: "authority.retired",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: id,
+      ...(remoteAddress ? { remoteAddress } : {}),
+      details: { forced: lagging.length > 0, laggingConsumers: lagging.map((consumer) => consumer.consumerId).slice(0, 100) },
+    });
+    this.deps.watcher.refresh();
+    return this.intermediate(id);
+  }
+
+  /** The bundle version every consumer needs before an old intermediate goes: the first one with the active intermediate. */
+  private requiredSequence(): number {
+    const active = this.deps.repository.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
+    return (active && this.deps.repository.firstBundleSequenceContaining(active.id)) ?? this.deps.repository.bundleSequence();
+  }
+
+  private intermediate(id: string): AuthorityRecord {
+    const authority = this.deps.repository.get(id);
+    if (!authority || authority.kind !== "intermediate") throw new NotFoundError(`no intermediate authority with id ${JSON.stringify(id.slice(0, 80))}`);
+    return authority;
+  }
+}

@@ -1,0 +1,5 @@
+import type { TrustBundleConsumerResolvers } from "../../generated/resolvers-types.js";
+
+export const TrustBundleConsumer: TrustBundleConsumerResolvers = {
+  acknowledgedAt: (consumer) => consumer.acknowledgedAt.toISOString(),
+};
