@@ -309,7 +309,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     enrollmentTokens,
     apiKeys,
     authorities,
-    certificates: new CertificateService(certificateStore, clock),
+    certificates: new CertificateService(certificateStore, clock, ownership),
     auditEvents: new AuditEventService(auditEvents, clock),
     transparencyLog,
     rotation: new RotationService({

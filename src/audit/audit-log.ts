@@ -4,6 +4,7 @@ import type { Logger } from "../common/logger.js";
 /** What happened, in dotted lower case: `issuance.signed`, `issuance.refused`, `token.created`, … */
 export type AuditEventType =
   | "authority.created"
+  | "authority.published"
   | "authority.activated"
   | "authority.retired"
   | "apikey.created"

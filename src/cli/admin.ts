@@ -18,6 +18,7 @@
  */
 import "reflect-metadata";
 import { randomBytes } from "node:crypto";
+import { userInfo } from "node:os";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -151,7 +152,17 @@ async function publishIntermediate(config: Config): Promise<void> {
     const intermediate = authorityRecordOf(certificateDer, { kind: "intermediate", status: "published", keyLabel, parentId: root.id, createdAt: new Date() });
     if (authorities.get(intermediate.id)) throw new UsageError(`intermediate ${intermediate.id} is already registered`);
     await checkKeyMatches(config, keyLabel, certificateDer);
-    authorities.register(intermediate);
+    const audit = new AuditLog(new SqliteAuditEventRepository(db), systemClock, silentLogger);
+    inTransaction(db, () => {
+      authorities.register(intermediate);
+      audit.record({
+        type: "authority.published",
+        actor: `operator:${userInfo().username}`,
+        outcome: "success",
+        subject: intermediate.id,
+        details: { keyLabel, parentId: root.id, notAfter: intermediate.notAfter.toISOString() },
+      });
+    });
     console.log(`published intermediate ${intermediate.id} (in the trust bundle, not issuing); activate it with activateAuthority`);
   } finally {
     db.close();

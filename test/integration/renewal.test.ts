@@ -152,10 +152,17 @@ describe.skipIf(missing !== undefined)(`renewal over mutual TLS${missing ? ` (sk
     expect(Number(service.sqlValue("SELECT count(*) FROM certificates WHERE predecessor_serial = ?", second.certificate.serial))).toBe(1);
   });
 
-  it("lets a workload revoke its own certificate over mutual TLS, and only its own; a revoked one cannot renew", async () => {
+  it("lets a workload read and revoke its own certificate over mutual TLS, and only its own; a revoked one cannot renew", async () => {
     const victim = await enroll();
     const bystander = await enroll();
     const asVictim = { cert: victim.certificate.certificatePem + victim.certificate.chainPem, key: victim.keyPem };
+    const READ = `query ($serial: String!) { certificate(serial: $serial) { serial status spiffeId } }`;
+    expect(ok(await service.gql(READ, { serial: victim.certificate.serial }, asVictim)).certificate).toEqual({
+      serial: victim.certificate.serial,
+      status: "VALID",
+      spiffeId: identity.spiffeId,
+    });
+    expect(refusal(await service.gql(READ, { serial: bystander.certificate.serial }, asVictim)).code).toBe("FORBIDDEN");
     expect(refusal(await service.gql(REVOKE, { serial: bystander.certificate.serial }, asVictim)).code).toBe("FORBIDDEN");
     expect(refusal(await service.gql(REVOKE, { serial: bystander.certificate.serial })).code).toBe("UNAUTHENTICATED");
     const revoked = ok(await service.gql(REVOKE, { serial: victim.certificate.serial }, asVictim)).revokeCertificate;

@@ -12,7 +12,7 @@
 import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import type { ClientRequest } from "node:http";
-import { request } from "node:https";
+import { Agent, request } from "node:https";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { softHsmModulePath } from "../support/softhsm.js";
@@ -185,6 +185,7 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
     const published = cli("admin", ["publish-intermediate", "--intermediate", certificate, "--key-label", "rotation-next"]);
     newId = /published intermediate ([0-9a-f]+)/.exec(published)?.[1] as string;
     expect(newId).toMatch(/^[0-9a-f]{40}$/);
+    expect(service.sqlValue("SELECT count(*) FROM audit_events WHERE type = 'authority.published' AND subject = ?", newId)).toBe(1);
 
     const before = first.sequence;
     await waitFor(() => latestSequence > before, "the subscription to deliver the new bundle");
@@ -213,10 +214,30 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
     ]);
   });
 
-  it("switches issuance to the new intermediate in every worker without a restart, and renews its own TLS certificate", async () => {
+  it("switches issuance to the new intermediate in every worker without a restart, and renews its own TLS certificate without dropping connections", async () => {
+    // A keep-alive connection opened before the switch must survive the service's certificate change.
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: 1, ca: service.rootPem, servername: "localhost" });
+    const ports: number[] = [];
+    const ping = () =>
+      new Promise<string>((resolve, reject) => {
+        const body = JSON.stringify({ query: "{ trustBundle { sequence } }" });
+        const outgoing = request(
+          { host: "127.0.0.1", port: service.graphqlPort, path: "/graphql", method: "POST", agent: keepAlive, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+          (response) => {
+            ports.push(response.socket.localPort as number);
+            let text = "";
+            response.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+            response.on("end", () => resolve(text));
+          },
+        );
+        outgoing.on("error", reject);
+        outgoing.end(body);
+      });
+    expect(await ping()).toContain("sequence");
     expect(refusal(await admin(`mutation ($id: ID!) { retireAuthority(id: $id) { id } }`, { id: oldId })).code).toBe("POLICY_VIOLATION");
     const activated = ok(await admin(`mutation ($id: ID!) { activateAuthority(id: $id) { id status } }`, { id: newId })).activateAuthority;
     expect(activated).toEqual({ id: newId, status: "ACTIVE" });
+    expect(JSON.parse(service.sqlValue("SELECT details FROM audit_events WHERE type = 'authority.activated' AND subject = ?", newId) as string)).toEqual({ previous: oldId });
     const issuerOf = (serial: string) => service.sqlValue("SELECT authority_id FROM certificates WHERE serial = ?", serial);
     // Within a second both workers issue with the new intermediate (they poll the hierarchy every 250 ms).
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -230,6 +251,26 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
       const serial = Number(service.sqlValue("SELECT count(*) FROM certificates WHERE spiffe_id = 'spiffe://anchorage.test/anchorage/server' AND authority_id = ?", newId));
       return serial >= 2;
     }, "both workers to renew their TLS certificate from the new intermediate");
+    expect(await ping()).toContain("sequence");
+    expect(new Set(ports).size).toBe(1);
+    keepAlive.destroy();
+
+    // The old intermediate still answers for its certificates: CRL and OCSP.
+    const oldPem = openssl(["x509", "-inform", "DER"], (await service.http(`/ca/${oldId}.crt`)).body).stdout;
+    const chainFile = scratch.file("old-chain.pem", (bundles.get(latestSequence) as Bundle).rootsPem + oldPem);
+    const crl = await service.http(`/crl/${oldId}.crl`);
+    expect(crl.status).toBe(200);
+    const crlCheck = openssl(["crl", "-inform", "DER", "-noout", "-CAfile", chainFile, "-verify"], crl.body);
+    expect(crlCheck.status, crlCheck.stderr).toBe(0);
+    const oldSubject = new X509Certificate(oldPem).subject;
+    const oldLeaf = [...received].reverse().find((item) => new X509Certificate(item.certificatePem).issuer === oldSubject);
+    expect(oldLeaf).toBeDefined();
+    const ocsp = openssl([
+      "ocsp", "-issuer", scratch.file("old-issuer.pem", oldPem), "-cert", scratch.file("old-leaf.pem", oldLeaf?.certificatePem),
+      "-url", `http://127.0.0.1:${service.httpPort}/ocsp`, "-CAfile", chainFile,
+    ]);
+    expect(ocsp.stdout + ocsp.stderr).toMatch(/Response verify OK/);
+    expect(ocsp.stdout).toMatch(/: good/);
   });
 
   it("retires the old intermediate only after its last certificate expired and consumers caught up, unless forced", async () => {

@@ -34,7 +34,7 @@ export type Query = {
   readonly trustBundle: TrustBundle;
   /** Roots and intermediates with their status. Public. */
   readonly authorities: ReadonlyArray<Authority>;
-  /** One issued certificate by serial (lower-case hex). Admin or auditor. */
+  /** One issued certificate by serial (lower-case hex). Admin or auditor, or that certificate itself over mutual TLS. */
   readonly certificate: Maybe<Certificate>;
   /**
    * Issued certificates in the order they were stored (newest last), with cursor pagination that neither skips
