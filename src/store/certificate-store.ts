@@ -48,6 +48,9 @@ export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
 
 const CURSOR_TAG = "c";
 
+/** The IS NOT NULL is what lets SQLite answer from the partial index on issued_seq instead of scanning the table. */
+const LAST_ISSUED_SEQ = "SELECT max(issued_seq) FROM certificates WHERE issued_seq IS NOT NULL";
+
 /** A WHERE clause (without the keyword) and its parameters. */
 interface Condition {
   readonly sql: string;
@@ -104,8 +107,8 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       successor: db.prepare("SELECT serial FROM certificates WHERE predecessor_serial = ? AND state <> 'failed'").pluck(),
       complete: db.prepare(
         `UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?,
-           issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (SELECT max(issued_seq) FROM certificates)), 0)),
-           issued_seq = (SELECT coalesce(max(issued_seq), 0) + 1 FROM certificates)
+           issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (${LAST_ISSUED_SEQ})), 0)),
+           issued_seq = coalesce((${LAST_ISSUED_SEQ}), 0) + 1
          WHERE serial = ? AND state = 'prepared'`,
       ),
       indexDnsNames: db.prepare(
