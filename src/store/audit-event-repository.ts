@@ -1,8 +1,8 @@
 import type { AuditEvent, AuditEventRepository } from "../audit/audit-log.js";
 import type { AuditEventFilter, AuditEventQuery, AuditEventRecord } from "../audit/audit-events.js";
-import { BadUserInputError } from "../common/errors.js";
-import { decodeCursor, encodeCursor, type Page } from "../common/page.js";
+import type { Page } from "../common/page.js";
 import type { SqliteDatabase } from "./database.js";
+import { keysetPage } from "./keyset-page.js";
 
 export interface AuditEventRow {
   sequence: number;
@@ -54,8 +54,6 @@ export class SqliteAuditEventRepository implements AuditEventRepository, AuditEv
   }
 
   list(filter: AuditEventFilter, first: number, after: string | undefined): Page<AuditEventRecord> {
-    const afterSequence = after === undefined ? 0 : decodeCursor(CURSOR_TAG, after);
-    if (afterSequence === undefined) throw new BadUserInputError("the cursor is not one this service returned");
     const conditions: string[] = [];
     const parameters: unknown[] = [];
     const equal = (column: string, value: string | undefined): void => {
@@ -76,16 +74,17 @@ export class SqliteAuditEventRepository implements AuditEventRepository, AuditEv
       conditions.push("occurred_at < ?");
       parameters.push(filter.occurredBefore.getTime());
     }
-    const where = conditions.length === 0 ? "1" : conditions.join(" AND ");
-    const rows = this.db
-      .prepare(`SELECT * FROM audit_events WHERE ${where} AND sequence > ? ORDER BY sequence LIMIT ?`)
-      .all(...parameters, afterSequence, first + 1) as AuditEventRow[];
-    const page = rows.slice(0, first);
-    return {
-      items: page.map(auditEventFromRow),
-      cursors: page.map((row) => encodeCursor(CURSOR_TAG, row.sequence)),
-      hasNextPage: rows.length > first,
-      countTotal: () => Number(this.db.prepare(`SELECT count(*) FROM audit_events WHERE ${where}`).pluck().get(...parameters)),
-    };
+    return keysetPage({
+      db: this.db,
+      table: "audit_events",
+      orderColumn: "sequence",
+      cursorTag: CURSOR_TAG,
+      where: conditions.length === 0 ? "1" : conditions.join(" AND "),
+      parameters,
+      first,
+      after,
+      position: (row: AuditEventRow) => row.sequence,
+      item: auditEventFromRow,
+    });
   }
 }

@@ -7,11 +7,10 @@ import type {
   PreparedIssuance,
   ReservationResult,
 } from "../ca/ports.js";
-import { BadUserInputError } from "../common/errors.js";
-import { decodeCursor, encodeCursor } from "../common/page.js";
 import type { SqliteAuditEventRepository } from "./audit-event-repository.js";
 import type { SqliteDatabase } from "./database.js";
 import { GroupCommitter } from "./group-commit.js";
+import { keysetPage } from "./keyset-page.js";
 
 export interface CertificateRow {
   issued_seq: number;
@@ -178,21 +177,19 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
   }
 
   list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord> {
-    const afterSeq = after === undefined ? 0 : decodeCursor(CURSOR_TAG, after);
-    if (afterSeq === undefined) throw new BadUserInputError("the cursor is not one this service returned");
     const conditions = filterConditions(filter, now);
-    const where = conditions.map((condition) => condition.sql).join(" AND ");
-    const parameters = conditions.flatMap((condition) => condition.parameters);
-    const rows = this.db
-      .prepare(`SELECT * FROM certificates WHERE ${where} AND issued_seq > ? ORDER BY issued_seq LIMIT ?`)
-      .all(...parameters, afterSeq, first + 1) as CertificateRow[];
-    const page = rows.slice(0, first);
-    return {
-      items: page.map(certificateFromRow),
-      cursors: page.map((row) => encodeCursor(CURSOR_TAG, row.issued_seq)),
-      hasNextPage: rows.length > first,
-      countTotal: () => Number(this.db.prepare(`SELECT count(*) FROM certificates WHERE ${where}`).pluck().get(...parameters)),
-    };
+    return keysetPage({
+      db: this.db,
+      table: "certificates",
+      orderColumn: "issued_seq",
+      cursorTag: CURSOR_TAG,
+      where: conditions.map((condition) => condition.sql).join(" AND "),
+      parameters: conditions.flatMap((condition) => condition.parameters),
+      first,
+      after,
+      position: (row: CertificateRow) => row.issued_seq,
+      item: certificateFromRow,
+    });
   }
 
   /**

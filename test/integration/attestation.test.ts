@@ -6,7 +6,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeCsr, openssl, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
+import { refusal, ok } from "../support/graphql.js";
+import { makeCsr, openssl, requireTools, scratchDir, startService, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
 
@@ -17,17 +18,6 @@ const EXPLAIN = `mutation ($input: IssueCertificateInput!) {
   explainIssuance(input: $input) { allowed refusals { rule code message } requester spiffeId dnsNames keyType certificate { issuerId notBefore notAfter ttlSeconds } }
 }`;
 const CREATE_TOKEN = `mutation ($input: CreateEnrollmentTokenInput!) { createEnrollmentToken(input: $input) { id token } }`;
-
-function refusal(response: GqlResponse): { code: string; message: string } {
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[] | undefined;
-  expect(errors, JSON.stringify(response.body)).toHaveLength(1);
-  return { code: errors?.[0]?.extensions?.code ?? "(none)", message: errors?.[0]?.message ?? "" };
-}
-
-function ok<T = any>(response: GqlResponse): T {
-  expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
-  return response.body.data as T;
-}
 
 describe.skipIf(missing !== undefined)(`JWT attestation and explainIssuance${missing ? ` (skipped: ${missing})` : ""}`, () => {
   let service: RunningService;

@@ -12,8 +12,9 @@ import { request } from "node:https";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { refusal, ok } from "../support/graphql.js";
 import { verifierKey } from "../../src/audit/checkpoint.js";
-import { makeCsr, REPO_ROOT, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
+import { makeCsr, REPO_ROOT, requireTools, scratchDir, startService, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
 
@@ -41,17 +42,6 @@ interface Issued {
   serial: string;
   certificatePem: string;
   spiffeId: string;
-}
-
-function refusal(response: GqlResponse): { code: string; message: string } {
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[] | undefined;
-  expect(errors, JSON.stringify(response.body)).toHaveLength(1);
-  return { code: errors?.[0]?.extensions?.code ?? "(none)", message: errors?.[0]?.message ?? "" };
-}
-
-function ok<T = any>(response: GqlResponse): T {
-  expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
-  return response.body.data as T;
 }
 
 describe.skipIf(missing !== undefined)(`auditors: history, audit events and the transparency log${missing ? ` (skipped: ${missing})` : ""}`, () => {

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { connect as tlsConnect, createServer as createTlsServer, type PeerCertificate, type Server, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { refusal } from "../support/graphql.js";
 import { makeCsr, requireTools, onceWithin, openssl, scratchDir, startService, type CsrKeyType, type GqlResponse, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
@@ -48,17 +49,6 @@ interface Token {
   maxTtlSeconds: number;
   expiresAt: string;
   usesLeft: number;
-}
-
-/** The single error of a refused operation: no data, exactly one error, with a code. */
-function refusal(response: GqlResponse): { code: string; message: string } {
-  expect(response.body, JSON.stringify(response.body)).toHaveProperty("errors");
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[];
-  expect(errors).toHaveLength(1);
-  // No data: null, or (for a nullable root field) only nulls.
-  for (const value of Object.values((response.body.data ?? {}) as Record<string, unknown>)) expect(value).toBeNull();
-  const [error] = errors;
-  return { code: error?.extensions?.code ?? "(none)", message: error?.message ?? "" };
 }
 
 function sanEntries(certificatePem: string): string[] {

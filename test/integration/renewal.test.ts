@@ -7,6 +7,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { refusal, ok } from "../support/graphql.js";
 import { makeCsr, makeKey, openssl, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
@@ -31,17 +32,6 @@ interface Issued {
 interface Workload {
   keyPem: string;
   certificate: Issued;
-}
-
-function refusal(response: GqlResponse): { code: string; message: string } {
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[] | undefined;
-  expect(errors, JSON.stringify(response.body)).toHaveLength(1);
-  return { code: errors?.[0]?.extensions?.code ?? "(none)", message: errors?.[0]?.message ?? "" };
-}
-
-function ok<T = any>(response: GqlResponse): T {
-  expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
-  return response.body.data as T;
 }
 
 describe.skipIf(missing !== undefined)(`renewal over mutual TLS${missing ? ` (skipped: ${missing})` : ""}`, () => {

@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { refusal } from "../support/graphql.js";
 import { makeCsr, requireTools, openssl, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
@@ -68,16 +69,6 @@ interface ParsedCrl {
 
 /** A serial as the CRL parser keys it: lower-case hex, leading zeros dropped (DER integers carry none). */
 const serialKey = (hex: string): string => hex.toLowerCase().replace(/^0+(?=.)/, "");
-
-/** The single error of a refused operation: no data, exactly one error, with a code. */
-function refusal(response: GqlResponse): { code: string; message: string } {
-  expect(response.body, JSON.stringify(response.body)).toHaveProperty("errors");
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[];
-  expect(errors, JSON.stringify(errors)).toHaveLength(1);
-  for (const value of Object.values((response.body.data ?? {}) as Record<string, unknown>)) expect(value).toBeNull();
-  const [error] = errors;
-  return { code: error?.extensions?.code ?? "(none)", message: error?.message ?? "" };
-}
 
 /** Reads a CRL with `openssl crl -text`, not with our own decoder. */
 function parseCrl(der: Buffer): ParsedCrl {

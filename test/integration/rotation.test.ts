@@ -15,8 +15,9 @@ import type { ClientRequest } from "node:http";
 import { Agent, request } from "node:https";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { refusal, ok } from "../support/graphql.js";
 import { softHsmModulePath } from "../support/softhsm.js";
-import { makeCsr, makeKey, openssl, REPO_ROOT, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
+import { makeCsr, makeKey, openssl, REPO_ROOT, requireTools, scratchDir, startService, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
 
@@ -36,17 +37,6 @@ interface Received {
   certificatePem: string;
   /** The bundle sequence current when the certificate arrived. */
   sequence: number;
-}
-
-function ok<T = any>(response: GqlResponse): T {
-  expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
-  return response.body.data as T;
-}
-
-function refusal(response: GqlResponse): { code: string; message: string } {
-  const errors = response.body.errors as { message: string; extensions?: { code?: string } }[] | undefined;
-  expect(errors, JSON.stringify(response.body)).toHaveLength(1);
-  return { code: errors?.[0]?.extensions?.code ?? "(none)", message: errors?.[0]?.message ?? "" };
 }
 
 describe.skipIf(missing !== undefined)(`intermediate rotation under load${missing ? ` (skipped: ${missing})` : ""}`, () => {
