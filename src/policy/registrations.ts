@@ -36,7 +36,7 @@ export class RegistrationService {
   ) {}
 
   list(principal: Principal, spiffeIdPrefix?: string | null): RegistrationRecord[] {
-    requireRole(principal, "ADMIN", "AUDITOR");
+    requireRole(principal, "ADMIN");
     return this.repository.list(spiffeIdPrefix ? { spiffeIdPrefix } : {});
   }
 

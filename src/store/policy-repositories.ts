@@ -7,7 +7,7 @@ import type {
   RegistrationRecord,
   RegistrationRepository,
 } from "../policy/model.js";
-import type { SqliteDatabase } from "./database.js";
+import { inTransaction, type SqliteDatabase } from "./database.js";
 
 interface ApiKeyRow {
   id: string;
@@ -105,20 +105,36 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
 
   findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined {
     const row = this.byHash.get(tokenHash) as EnrollmentTokenRow | undefined;
-    if (!row) return undefined;
-    return {
-      id: row.id,
-      tokenHash: row.token_hash,
-      spiffeId: row.spiffe_id,
-      dnsNames: JSON.parse(row.dns_names) as string[],
-      maxTtlSeconds: row.max_ttl_seconds,
-      expiresAt: new Date(row.expires_at),
-      usesLeft: row.uses_left,
-      createdBy: row.created_by,
-      createdAt: new Date(row.created_at),
-      registrationId: row.registration_id,
-    };
+    return row && enrollmentTokenFromRow(row);
   }
+
+  get(id: string): EnrollmentTokenRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM enrollment_tokens WHERE id = ?").get(id) as EnrollmentTokenRow | undefined;
+    return row && enrollmentTokenFromRow(row);
+  }
+
+  revoke(id: string): number {
+    return inTransaction(this.db, () => {
+      const left = this.db.prepare("SELECT uses_left FROM enrollment_tokens WHERE id = ?").pluck().get(id) as number | undefined;
+      this.db.prepare("UPDATE enrollment_tokens SET uses_left = 0 WHERE id = ?").run(id);
+      return left ?? 0;
+    });
+  }
+}
+
+function enrollmentTokenFromRow(row: EnrollmentTokenRow): EnrollmentTokenRecord {
+  return {
+    id: row.id,
+    tokenHash: row.token_hash,
+    spiffeId: row.spiffe_id,
+    dnsNames: JSON.parse(row.dns_names) as string[],
+    maxTtlSeconds: row.max_ttl_seconds,
+    expiresAt: new Date(row.expires_at),
+    usesLeft: row.uses_left,
+    createdBy: row.created_by,
+    createdAt: new Date(row.created_at),
+    registrationId: row.registration_id,
+  };
 }
 
 interface RegistrationRow {

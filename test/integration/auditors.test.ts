@@ -280,6 +280,21 @@ describe.skipIf(missing !== undefined)(`auditors: history, audit events and the 
       for (const secret of [service.adminKey, auditorKey, token.token]) expect(everything.body).not.toContain(secret);
     });
 
+    it("records the revocation of an enrollment token, which then obtains nothing", async () => {
+      const spiffeId = spiffe("ns/audit/sa/voided");
+      const token = ok(await admin(CREATE_TOKEN, { input: { spiffeId, uses: 3 } })).createEnrollmentToken;
+      const REVOKE_TOKEN = `mutation ($id: ID!) { revokeEnrollmentToken(id: $id) { id usesLeft } }`;
+      expect(refusal(await auditor(REVOKE_TOKEN, { id: token.id })).code).toBe("FORBIDDEN");
+      expect(refusal(await admin(REVOKE_TOKEN, { id: "tok_missing" })).code).toBe("NOT_FOUND");
+      expect(ok(await admin(REVOKE_TOKEN, { id: token.id })).revokeEnrollmentToken).toEqual({ id: token.id, usesLeft: 0 });
+      expect(ok(await admin(REVOKE_TOKEN, { id: token.id })).revokeEnrollmentToken.usesLeft).toBe(0);
+      const { csrPem } = makeCsr({ spiffeId });
+      expect(refusal(await service.gql(ISSUE, { input: { csr: csrPem, token: token.token } })).code).toBe("UNAUTHENTICATED");
+      const events = ok(await auditor(AUDIT_EVENTS, { filter: { type: "token.revoked", subject: token.id } })).auditEvents;
+      expect(events.totalCount).toBe(1);
+      expect(JSON.parse(events.edges[0].node.details)).toEqual({ spiffeId, usesTaken: 3 });
+    });
+
     it("pages in sequence order and filters by actor and time", async () => {
       const all: number[] = [];
       let after: string | null = null;

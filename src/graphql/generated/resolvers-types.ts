@@ -54,9 +54,9 @@ export type Query = {
   readonly inclusionProof: InclusionProof;
   /** Proof that the tree of `fromSize` leaves is a prefix of the tree of `toSize` leaves. Admin or auditor. */
   readonly consistencyProof: ConsistencyProof;
-  /** Mesh control planes that acknowledged a bundle version, and whether they have the current issuer's. Admin or auditor. */
+  /** Mesh control planes that acknowledged a bundle version, and whether they have the current issuer's. Admin. */
   readonly trustBundleConsumers: TrustBundleConsumers;
-  /** Registrations, by SPIFFE ID. Admin or auditor. */
+  /** Registrations, by SPIFFE ID. Admin. */
   readonly registrations: ReadonlyArray<Registration>;
 };
 
@@ -107,6 +107,8 @@ export type Mutation = {
   readonly createApiKey: CreatedApiKey;
   /** Creates an enrollment token for one identity; the token is shown only in this response. Admin. */
   readonly createEnrollmentToken: EnrollmentToken;
+  /** Voids an enrollment token: it obtains nothing more. Admin. Idempotent; audited. */
+  readonly revokeEnrollmentToken: RevokedEnrollmentToken;
   /** Issues a workload certificate from a CSR, authorised by an enrollment token or a JWT. */
   readonly issueCertificate: IssuedCertificate;
   /** Issues up to the operator's batch limit (default 64) in one call; each item succeeds or fails alone. */
@@ -161,6 +163,11 @@ export type MutationCreateApiKeyArgs = {
 
 export type MutationCreateEnrollmentTokenArgs = {
   input: CreateEnrollmentTokenInput;
+};
+
+
+export type MutationRevokeEnrollmentTokenArgs = {
+  id: Scalars['ID']['input'];
 };
 
 
@@ -321,6 +328,13 @@ export type CreateEnrollmentTokenInput = {
    * stay within) the registration's, later edits narrow the token, and deleting the registration voids it.
    */
   readonly registrationId?: InputMaybe<Scalars['ID']['input']>;
+};
+
+export type RevokedEnrollmentToken = {
+  readonly __typename?: 'RevokedEnrollmentToken';
+  readonly id: Scalars['ID']['output'];
+  readonly spiffeId: Scalars['String']['output'];
+  readonly usesLeft: Scalars['Int']['output'];
 };
 
 export type EnrollmentToken = {
@@ -708,6 +722,7 @@ export type ResolversTypes = {
   ApiKeyRole: ApiKeyRole;
   CreatedApiKey: ResolverTypeWrapper<CreatedApiKeyModel>;
   CreateEnrollmentTokenInput: CreateEnrollmentTokenInput;
+  RevokedEnrollmentToken: ResolverTypeWrapper<RevokedEnrollmentToken>;
   EnrollmentToken: ResolverTypeWrapper<CreatedEnrollmentToken>;
   IssueCertificateInput: IssueCertificateInput;
   IssuedCertificate: ResolverTypeWrapper<IssuedCertificateModel>;
@@ -753,6 +768,7 @@ export type ResolversParentTypes = {
   CreateApiKeyInput: CreateApiKeyInput;
   CreatedApiKey: CreatedApiKeyModel;
   CreateEnrollmentTokenInput: CreateEnrollmentTokenInput;
+  RevokedEnrollmentToken: RevokedEnrollmentToken;
   EnrollmentToken: CreatedEnrollmentToken;
   IssueCertificateInput: IssueCertificateInput;
   IssuedCertificate: IssuedCertificateModel;
@@ -799,6 +815,7 @@ export type QueryResolvers<ContextType = GraphQLContext, ParentType extends Reso
 export type MutationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
   createApiKey?: Resolver<ResolversTypes['CreatedApiKey'], ParentType, ContextType, RequireFields<MutationCreateApiKeyArgs, 'input'>>;
   createEnrollmentToken?: Resolver<ResolversTypes['EnrollmentToken'], ParentType, ContextType, RequireFields<MutationCreateEnrollmentTokenArgs, 'input'>>;
+  revokeEnrollmentToken?: Resolver<ResolversTypes['RevokedEnrollmentToken'], ParentType, ContextType, RequireFields<MutationRevokeEnrollmentTokenArgs, 'id'>>;
   issueCertificate?: Resolver<ResolversTypes['IssuedCertificate'], ParentType, ContextType, RequireFields<MutationIssueCertificateArgs, 'input'>>;
   issueCertificates?: Resolver<ReadonlyArray<ResolversTypes['IssueCertificateResult']>, ParentType, ContextType, RequireFields<MutationIssueCertificatesArgs, 'inputs'>>;
   revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
@@ -841,6 +858,13 @@ export type CreatedApiKeyResolvers<ContextType = GraphQLContext, ParentType exte
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   role?: Resolver<ResolversTypes['ApiKeyRole'], ParentType, ContextType>;
   key?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type RevokedEnrollmentTokenResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['RevokedEnrollmentToken'] = ResolversParentTypes['RevokedEnrollmentToken']> = {
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  spiffeId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  usesLeft?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
@@ -1040,6 +1064,7 @@ export type Resolvers<ContextType = GraphQLContext> = {
   Authority?: AuthorityResolvers<ContextType>;
   TrustBundle?: TrustBundleResolvers<ContextType>;
   CreatedApiKey?: CreatedApiKeyResolvers<ContextType>;
+  RevokedEnrollmentToken?: RevokedEnrollmentTokenResolvers<ContextType>;
   EnrollmentToken?: EnrollmentTokenResolvers<ContextType>;
   IssuedCertificate?: IssuedCertificateResolvers<ContextType>;
   IssueCertificateResult?: IssueCertificateResultResolvers<ContextType>;

@@ -13,6 +13,7 @@ import { revokeApiKey } from "./Mutation/revokeApiKey.js";
 import { retireAuthority } from "./Mutation/retireAuthority.js";
 import { updateRegistration } from "./Mutation/updateRegistration.js";
 import { revokeCertificate } from "./Mutation/revokeCertificate.js";
+import { revokeEnrollmentToken } from "./Mutation/revokeEnrollmentToken.js";
 import { apiKeys } from "./Query/apiKeys.js";
 import { auditEvents } from "./Query/auditEvents.js";
 import { authorities } from "./Query/authorities.js";
@@ -39,7 +40,7 @@ import { TrustBundleConsumer } from "./types/TrustBundleConsumer.js";
 
 export const resolvers: Resolvers = {
   Query: { trustBundle, authorities, certificate, certificates, apiKeys, auditEvents, transparencyLog, inclusionProof, consistencyProof, trustBundleConsumers, registrations },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, explainIssuance, renewCertificate, acknowledgeTrustBundle, activateAuthority, retireAuthority, createRegistration, updateRegistration, deleteRegistration },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, revokeEnrollmentToken, explainIssuance, renewCertificate, acknowledgeTrustBundle, activateAuthority, retireAuthority, createRegistration, updateRegistration, deleteRegistration },
   Subscription: { trustBundleChanged },
   ApiKey,
   AuditEvent,

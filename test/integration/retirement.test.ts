@@ -1,0 +1,123 @@
+/**
+ * Automatic retirement of superseded intermediates, on a real SQLite file with a clock the test moves: an
+ * intermediate leaves the trust bundle by itself only once every certificate it signed has expired and every
+ * known consumer has the bundle with its successor; one that never issued (waiting to be activated) stays.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuditLog } from "../../src/audit/audit-log.js";
+import { AuthorityService } from "../../src/ca/authority-service.js";
+import { AuthorityWatcher } from "../../src/ca/authority-watcher.js";
+import { IssuerRegistry } from "../../src/ca/issuer-registry.js";
+import type { AuthorityRecord } from "../../src/ca/model.js";
+import { RotationService } from "../../src/ca/rotation-service.js";
+import { FixedClock } from "../../src/common/clock.js";
+import { silentLogger } from "../../src/common/logger.js";
+import { SoftwareKeyStore } from "../../src/signer/software-key-store.js";
+import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
+import { SqliteAuthorityRepository, SqliteTrustBundleConsumerRepository } from "../../src/store/authority-repository.js";
+import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
+import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
+
+const T0 = new Date(Date.UTC(2026, 10, 22, 12));
+const HOUR = 3_600_000;
+
+describe("automatic retirement of superseded intermediates", () => {
+  let dir: string;
+  let db: SqliteDatabase;
+  const clock = new FixedClock(T0);
+  let authorities: SqliteAuthorityRepository;
+  let consumers: SqliteTrustBundleConsumerRepository;
+  let rotation: RotationService;
+
+  const authority = (id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"]): AuthorityRecord => ({
+    id,
+    kind,
+    status,
+    subject: `CN=${id}`,
+    certificateDer: Buffer.from([0x30, 0x00]),
+    keyLabel: kind === "root" ? null : id,
+    parentId: kind === "root" ? null : "root",
+    notBefore: new Date(T0.getTime() - 24 * HOUR),
+    notAfter: new Date(T0.getTime() + 365 * 24 * HOUR),
+    createdAt: T0,
+  });
+
+  async function issued(authorityId: string, notAfter: Date): Promise<void> {
+    const audit = new SqliteAuditEventRepository(db);
+    const store = new SqliteCertificateStore(db, audit);
+    const serial = randomBytes(16).toString("hex");
+    const event = { type: "issuance.prepared" as const, actor: "token:t", outcome: "success" as const };
+    await store.prepare(
+      [{ serial, authorityId, spiffeId: "spiffe://anchorage.test/x", dnsNames: [], notBefore: T0, notAfter, keyType: "P-256", requester: "token:t", tbsDer: Buffer.from("tbs"), audit: event }],
+      T0,
+    );
+    await store.complete([{ serial, der: Buffer.from("der"), fingerprintSha256: "00", audit: event }], T0);
+  }
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "anchorage-retirement-"));
+    db = openDatabase(join(dir, "anchorage.db"));
+    authorities = new SqliteAuthorityRepository(db);
+    consumers = new SqliteTrustBundleConsumerRepository(db);
+    authorities.insert(authority("root", "root", "active"));
+    authorities.insert(authority("old", "intermediate", "active"));
+    await issued("old", new Date(T0.getTime() + HOUR));
+    await issued("old", new Date(T0.getTime() + 2 * HOUR));
+    authorities.insert(authority("new", "intermediate", "published"));
+    authorities.activate("new");
+    authorities.insert(authority("next", "intermediate", "published"));
+    const watcher = new AuthorityWatcher({ repository: authorities, logger: silentLogger, intervalMs: 60_000 });
+    rotation = new RotationService({
+      repository: authorities,
+      consumers,
+      authorities: new AuthorityService(authorities, "anchorage.test"),
+      issuers: new IssuerRegistry({ keyStore: new SoftwareKeyStore(), publicBaseUrl: "http://127.0.0.1", logger: silentLogger }),
+      watcher,
+      audit: new AuditLog(new SqliteAuditEventRepository(db), clock, silentLogger),
+      clock,
+      logger: silentLogger,
+      maxConsumers: 10,
+    });
+  });
+
+  afterAll(() => {
+    db?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const status = (id: string) => authorities.get(id)?.status;
+
+  it("keeps the old intermediate while a certificate it signed is valid", () => {
+    clock.set(new Date(T0.getTime() + 90 * 60_000));
+    expect(rotation.retireExpired()).toEqual([]);
+    expect(status("old")).toBe("published");
+  });
+
+  it("keeps it while a known consumer lacks the bundle with its successor, then retires it as system", () => {
+    const required = authorities.firstBundleSequenceContaining("new") as number;
+    consumers.acknowledge("mesh-a", required - 1, clock.now());
+    clock.set(new Date(T0.getTime() + 3 * HOUR));
+    expect(rotation.retireExpired()).toEqual([]);
+    expect(status("old")).toBe("published");
+
+    consumers.acknowledge("mesh-a", required, clock.now());
+    const before = authorities.bundleSequence();
+    expect(rotation.retireExpired()).toEqual(["old"]);
+    expect(status("old")).toBe("retired");
+    expect(authorities.bundleSequence()).toBe(before + 1);
+    const event = db.prepare("SELECT actor, details FROM audit_events WHERE type = 'authority.retired' AND subject = 'old'").get() as { actor: string; details: string };
+    expect(event.actor).toBe("system");
+    expect(JSON.parse(event.details)).toMatchObject({ forced: false, lastCertificateExpired: new Date(T0.getTime() + 2 * HOUR).toISOString() });
+  });
+
+  it("leaves alone the active intermediate and one that never issued", () => {
+    clock.set(new Date(T0.getTime() + 1000 * HOUR));
+    expect(rotation.retireExpired()).toEqual([]);
+    expect(status("new")).toBe("active");
+    expect(status("next")).toBe("published");
+  });
+});
