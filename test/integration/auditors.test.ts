@@ -370,6 +370,16 @@ describe.skipIf(missing !== undefined)(`auditors: history, audit events and the 
       try {
         restore.prepare("UPDATE certificates SET spiffe_id = ? WHERE serial = ?").run(target.spiffeId, target.serial);
         expect(verifyLog(vkey, "audit").status).toBe(0);
+        // Un-revoking a certificate in the database contradicts the logged revocation.
+        const revoked = issued[1] as Issued;
+        const before = restore.prepare("SELECT revoked_at, revocation_reason FROM certificates WHERE serial = ?").get(revoked.serial) as { revoked_at: number; revocation_reason: string };
+        expect(before.revoked_at).not.toBeNull();
+        restore.prepare("UPDATE certificates SET revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(revoked.serial);
+        const unrevoked = verifyLog(vkey, "audit");
+        expect(unrevoked.status).toBe(1);
+        expect(unrevoked.output).toContain(`LOG VERIFICATION FAILED: certificate ${revoked.serial} was revoked at`);
+        restore.prepare("UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?").run(before.revoked_at, before.revocation_reason, revoked.serial);
+        expect(verifyLog(vkey, "audit").status).toBe(0);
         // The database refuses edits to audit rows; an attacker with the file drops the trigger first.
         expect(() => restore.prepare("UPDATE audit_events SET actor = 'system' WHERE sequence = 1").run()).toThrow(/append-only/);
         restore.exec("DROP TRIGGER audit_events_no_update");
