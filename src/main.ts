@@ -314,6 +314,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     clock,
     logger: logger.child({ component: "rotation" }),
     maxConsumers: 10_000,
+    ownership,
   });
   // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
   const retirement = setInterval(() => {

@@ -28,6 +28,7 @@ export interface TrustBundleConsumer {
 export interface TrustBundleConsumerRepository {
   /** Records an acknowledgement; the stored sequence never goes down. Returns the consumer as stored. */
   acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer;
+  get(consumerId: string): TrustBundleConsumer | undefined;
   list(): TrustBundleConsumer[];
   count(): number;
 }

@@ -6,6 +6,7 @@ import { requireRole } from "../policy/api-keys.js";
 import { actorOf, type Principal } from "../policy/principal.js";
 import type { AuthorityService } from "./authority-service.js";
 import type { AuthorityWatcher } from "./authority-watcher.js";
+import type { CertificateOwnership } from "./certificate-ownership.js";
 import type { IssuerRegistry } from "./issuer-registry.js";
 import type { AuthorityRecord } from "./model.js";
 import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "./ports.js";
@@ -36,8 +37,10 @@ export class RotationService {
       readonly audit: AuditLog;
       readonly clock: Clock;
       readonly logger: Logger;
-      /** Bound on distinct consumer ids, since acknowledging needs no credential. */
+      /** Bound on distinct consumer ids. */
       readonly maxConsumers: number;
+      /** Authenticates control planes that acknowledge with their own certificate. */
+      readonly ownership: CertificateOwnership;
     },
   ) {}
 
@@ -52,7 +55,13 @@ export class RotationService {
     });
   }
 
-  acknowledge(consumerId: string, sequence: number): TrustBundleConsumer {
+  /**
+   * Records the bundle version a consumer installed. Needs an admin key or a certificate of this CA over
+   * mutual TLS (a control plane is a workload too): an unauthenticated consumer could hold retirements back.
+   */
+  acknowledge(principal: Principal, clientCertificate: Buffer | undefined, consumerId: string, sequence: number): TrustBundleConsumer {
+    if (principal.kind === "apiKey" || !clientCertificate) requireRole(principal, "ADMIN");
+    else this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now());
     if (!CONSUMER_ID.test(consumerId)) {
       throw new BadUserInputError("consumerId must be 1 to 128 letters, digits or . _ : / @ -");
     }
@@ -60,8 +69,7 @@ export class RotationService {
     if (!Number.isInteger(sequence) || sequence < 1 || sequence > current) {
       throw new BadUserInputError(`sequence must be a published bundle version, 1 to ${current}`);
     }
-    const known = this.deps.consumers.list().some((consumer) => consumer.consumerId === consumerId);
-    if (!known && this.deps.consumers.count() >= this.deps.maxConsumers) {
+    if (!this.deps.consumers.get(consumerId) && this.deps.consumers.count() >= this.deps.maxConsumers) {
       throw new PolicyViolationError(`this CA tracks at most ${this.deps.maxConsumers} trust bundle consumers`);
     }
     const stored = this.deps.consumers.acknowledge(consumerId, sequence, this.deps.clock.now());

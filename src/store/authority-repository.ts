@@ -130,6 +130,11 @@ export class SqliteTrustBundleConsumerRepository implements TrustBundleConsumerR
     });
   }
 
+  get(consumerId: string): TrustBundleConsumer | undefined {
+    const row = this.db.prepare("SELECT * FROM trust_bundle_consumers WHERE consumer_id = ?").get(consumerId) as ConsumerRow | undefined;
+    return row && consumerFromRow(row);
+  }
+
   list(): TrustBundleConsumer[] {
     return (this.db.prepare("SELECT * FROM trust_bundle_consumers ORDER BY consumer_id").all() as ConsumerRow[]).map(consumerFromRow);
   }

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditLog } from "../../src/audit/audit-log.js";
 import { AuthorityService } from "../../src/ca/authority-service.js";
 import { AuthorityWatcher } from "../../src/ca/authority-watcher.js";
+import { CertificateOwnership } from "../../src/ca/certificate-ownership.js";
 import { IssuerRegistry } from "../../src/ca/issuer-registry.js";
 import type { AuthorityRecord } from "../../src/ca/model.js";
 import { RotationService } from "../../src/ca/rotation-service.js";
@@ -81,6 +82,7 @@ describe("automatic retirement of superseded intermediates", () => {
       clock,
       logger: silentLogger,
       maxConsumers: 10,
+      ownership: new CertificateOwnership({ certificates: new SqliteCertificateStore(db, new SqliteAuditEventRepository(db)), authorities }),
     });
   });
 

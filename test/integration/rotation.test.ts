@@ -189,13 +189,23 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
     expect(spiffe.keys.every((key: { use: string }) => key.use === "x509-svid")).toBe(true);
   });
 
-  it("records consumers' acknowledgements, only ever forwards", async () => {
-    const acknowledge = (consumerId: string, sequence: number) =>
-      service.gql(`mutation ($id: String!, $seq: Int!) { acknowledgeTrustBundle(consumerId: $id, sequence: $seq) }`, { id: consumerId, seq: sequence }, { newConnection: true });
-    ok(await acknowledge("mesh-east", latestSequence - 1));
-    ok(await acknowledge("mesh-west", latestSequence - 1));
-    expect(refusal(await acknowledge("mesh-east", latestSequence + 50)).code).toBe("BAD_USER_INPUT");
-    expect(refusal(await acknowledge("bad id with spaces", 1)).code).toBe("BAD_USER_INPUT");
+  /** The west control plane acknowledges with its own workload certificate, over mutual TLS. */
+  let westCredential: { cert: string; key: string };
+  const ACKNOWLEDGE = `mutation ($id: String!, $seq: Int!) { acknowledgeTrustBundle(consumerId: $id, sequence: $seq) }`;
+
+  it("records consumers' acknowledgements from admins and workloads, only ever forwards", async () => {
+    const spiffeId = "spiffe://anchorage.test/ns/mesh/sa/west";
+    const token = ok(await admin(`mutation ($id: String!) { createEnrollmentToken(input: { spiffeId: $id }) { token } }`, { id: spiffeId })).createEnrollmentToken.token;
+    const { csrPem, keyPem } = makeCsr({ spiffeId });
+    const west = ok(await service.gql(ISSUE, { input: { csr: csrPem, token, ttlSeconds: 60 } })).issueCertificate;
+    westCredential = { cert: west.certificatePem + west.chainPem, key: keyPem };
+    const anonymous = await service.gql(ACKNOWLEDGE, { id: "mesh-rogue", seq: latestSequence }, { newConnection: true });
+    expect(refusal(anonymous).code).toBe("UNAUTHENTICATED");
+
+    ok(await admin(ACKNOWLEDGE, { id: "mesh-east", seq: latestSequence - 1 }));
+    ok(await service.gql(ACKNOWLEDGE, { id: "mesh-west", seq: latestSequence - 1 }, westCredential));
+    expect(refusal(await admin(ACKNOWLEDGE, { id: "mesh-east", seq: latestSequence + 50 })).code).toBe("BAD_USER_INPUT");
+    expect(refusal(await admin(ACKNOWLEDGE, { id: "bad id with spaces", seq: 1 })).code).toBe("BAD_USER_INPUT");
     const consumers = ok(await admin("{ trustBundleConsumers { currentSequence consumers { consumerId acknowledgedSequence current } } }")).trustBundleConsumers;
     expect(consumers.currentSequence).toBe(latestSequence);
     expect(consumers.consumers).toEqual([
@@ -271,7 +281,7 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
     const lagging = refusal(await admin(`mutation ($id: ID!) { retireAuthority(id: $id) { id } }`, { id: oldId }));
     expect(lagging).toMatchObject({ code: "POLICY_VIOLATION", message: expect.stringMatching(/mesh-east.*mesh-west|mesh-west.*mesh-east/) });
     const required = ok(await admin("{ trustBundleConsumers { requiredSequence } }")).trustBundleConsumers.requiredSequence as number;
-    ok(await service.gql(`mutation ($seq: Int!) { acknowledgeTrustBundle(consumerId: "mesh-east", sequence: $seq) }`, { seq: required }));
+    ok(await admin(ACKNOWLEDGE, { id: "mesh-east", seq: required }));
     const stillLagging = refusal(await admin(`mutation ($id: ID!) { retireAuthority(id: $id) { id } }`, { id: oldId }));
     expect(stillLagging.message).toMatch(/mesh-west/);
     expect(stillLagging.message).not.toMatch(/mesh-east/);

@@ -122,8 +122,9 @@ export type Mutation = {
   /** Revokes an API key at once; requests with it fail with UNAUTHENTICATED. Admin. Idempotent. */
   readonly revokeApiKey: ApiKey;
   /**
-   * A mesh control plane says which bundle version it has installed. Public; the recorded version never goes
-   * down. Retiring an intermediate waits until every consumer has the bundle with its successor.
+   * A mesh control plane says which bundle version it has installed. Needs an admin key, or a certificate of this
+   * CA as the TLS client certificate. The recorded version never goes down. Retiring an intermediate waits until
+   * every consumer has the bundle with its successor.
    */
   readonly acknowledgeTrustBundle: Scalars['Boolean']['output'];
   /**
