@@ -7,7 +7,7 @@ import cluster from "node:cluster";
 import { webcrypto } from "node:crypto";
 import { once } from "node:events";
 import type { Server } from "node:http";
-import { isIP, isIPv4, type AddressInfo } from "node:net";
+import { isIP, isIPv4, type AddressInfo, type Server as NetServer } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as x509 from "@peculiar/x509";
@@ -65,7 +65,7 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
-async function listen(server: Server, port: number, host: string): Promise<number> {
+async function listen(server: Server | NetServer, port: number, host: string): Promise<number> {
   server.listen(port, host);
   await once(server, "listening");
   return (server.address() as AddressInfo).port;

@@ -1,10 +1,11 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AuthorityService } from "../ca/authority-service.js";
 import { spiffeBundleJson } from "../ca/spiffe-bundle.js";
 import type { Clock } from "../common/clock.js";
 import { ocspErrorResponse } from "../revocation/ocsp-codec.js";
 import type { OcspAnswer } from "../revocation/ocsp-responder.js";
 import { BodyTooLargeError, readBody } from "./body.js";
+import { createOcspFrontDoor } from "./ocsp-fast-path.js";
 import type { Logger } from "../common/logger.js";
 import { certificateToPem } from "../common/pem.js";
 import type { CrlRepository } from "../revocation/ports.js";
@@ -31,7 +32,8 @@ function send(response: ServerResponse, status: number, type: string, body: stri
 
 /**
  * The plain-HTTP listener for public material: CA certificates (AIA caIssuers), CRLs, the trust bundle
- * and health probes. Nothing here needs or accepts credentials, and nothing here signs.
+ * and health probes. Nothing here needs or accepts credentials, and nothing here signs. Plain OCSP requests
+ * take a faster path (see ocsp-fast-path.ts); everything else is node:http.
  */
 export function createPublicListener(options: {
   readonly authorities: AuthorityService;
@@ -40,27 +42,29 @@ export function createPublicListener(options: {
   readonly ocsp: OcspEndpoint;
   readonly clock: Clock;
   readonly logger: Logger;
-}): Server {
+}): ReturnType<typeof createOcspFrontDoor> {
   const { authorities, crls, readiness, ocsp, clock, logger } = options;
 
-  const sendOcsp = (request: IncomingMessage, response: ServerResponse, answer: OcspAnswer): void => {
+  const headersFor = (answer: OcspAnswer, ifNoneMatch: string | undefined): { status: 200 | 304; headers: Record<string, string> } => {
     const headers: Record<string, string> = { "content-type": "application/ocsp-response" };
-    if (answer.cacheable) {
-      // RFC 5019 §6: caches may keep the response until nextUpdate; the ETag lets them revalidate cheaply.
-      const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - clock.now().getTime()) / 1000));
-      const etag = answer.etag;
-      Object.assign(headers, {
-        "cache-control": `max-age=${maxAge}, public, no-transform, must-revalidate`,
-        "last-modified": answer.thisUpdate.toUTCString(),
-        expires: answer.nextUpdate.toUTCString(),
-        etag,
-      });
-      if (request.headers["if-none-match"] === etag) {
-        response.writeHead(304, headers).end();
-        return;
-      }
-    } else {
-      headers["cache-control"] = "no-store";
+    if (!answer.cacheable) return { status: 200, headers: { ...headers, "cache-control": "no-store" } };
+    // RFC 5019 §6: caches may keep the response until nextUpdate; the ETag lets them revalidate cheaply.
+    const maxAge = Math.max(0, Math.floor((answer.nextUpdate.getTime() - clock.now().getTime()) / 1000));
+    Object.assign(headers, {
+      "cache-control": `max-age=${maxAge}, public, no-transform, must-revalidate`,
+      "last-modified": answer.thisUpdate.toUTCString(),
+      expires: answer.nextUpdate.toUTCString(),
+      etag: answer.etag,
+    });
+    return { status: ifNoneMatch === answer.etag ? 304 : 200, headers };
+  };
+
+  const sendOcsp = (request: IncomingMessage, response: ServerResponse, answer: OcspAnswer): void => {
+    const ifNoneMatch = request.headers["if-none-match"];
+    const { status, headers } = headersFor(answer, typeof ifNoneMatch === "string" ? ifNoneMatch : undefined);
+    if (status === 304) {
+      response.writeHead(304, headers).end();
+      return;
     }
     send(response, 200, headers["content-type"] as string, answer.der, headers);
   };
@@ -158,11 +162,12 @@ export function createPublicListener(options: {
     sendOcsp(request, response, await ocsp.respond(der));
   };
 
-  return createServer((request, response) => {
+  const fallback = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
       logger.error({ err: error }, "public request failed");
       if (!response.headersSent) send(response, 500, "text/plain", "internal error\n");
       else response.destroy();
     });
   });
+  return createOcspFrontDoor(fallback, { respond: (der) => ocsp.respond(der), headersFor, clock, maxRequestBytes: MAX_OCSP_REQUEST_BYTES });
 }
