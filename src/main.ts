@@ -331,7 +331,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     apiKeys,
     authorities,
     certificates: new CertificateService(certificateStore, clock, ownership),
-    auditEvents: new AuditEventService(auditEvents, clock),
+    auditEvents: new AuditEventService(auditEvents),
     transparencyLog,
     rotation,
     registrations: new RegistrationService(registrationRepository, audit, clock, {

@@ -1,4 +1,3 @@
-import type { Clock } from "../common/clock.js";
 import { pageSize, type Page } from "../common/page.js";
 import { requireRole } from "../policy/api-keys.js";
 import type { Principal } from "../policy/principal.js";
@@ -38,17 +37,10 @@ export interface AuditEventQuery {
 
 /** Read access to the audit trail, for admins and auditors. */
 export class AuditEventService {
-  constructor(
-    private readonly query: AuditEventQuery,
-    private readonly clock: Clock,
-  ) {}
+  constructor(private readonly query: AuditEventQuery) {}
 
   list(principal: Principal, filter: AuditEventFilter, first: number | null | undefined, after: string | null | undefined): Page<AuditEventRecord> {
     requireRole(principal, "ADMIN", "AUDITOR");
     return this.query.list(filter, pageSize(first), after ?? undefined);
-  }
-
-  now(): Date {
-    return this.clock.now();
   }
 }

@@ -2,6 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { UnauthenticatedError } from "../common/errors.js";
 import type { CertificateRecord } from "./model.js";
 import type { AuthorityRepository, CertificateQuery } from "./ports.js";
+import { normaliseSerial } from "./serial.js";
 
 /**
  * Authenticates a workload by the certificate it presented as its TLS client certificate. The TLS handshake
@@ -28,8 +29,7 @@ export class CertificateOwnership {
     } catch {
       throw new UnauthenticatedError("the client certificate cannot be parsed");
     }
-    const serial = presented.serialNumber.toLowerCase().replace(/^0+/, "");
-    const record = this.deps.certificates.get(serial.length % 2 === 1 ? `0${serial}` : serial, now);
+    const record = this.deps.certificates.get(normaliseSerial(presented.serialNumber.replace(/^0+/, "")), now);
     const issuer = record && this.deps.authorities.get(record.authorityId);
     if (!record || !issuer || !record.der.equals(der) || !presented.verify(new X509Certificate(issuer.certificateDer).publicKey)) {
       throw new UnauthenticatedError("the client certificate was not issued by this CA");

@@ -35,18 +35,20 @@ export class CertificateService {
     after: string | null | undefined,
   ): Page<CertificateRecord> {
     requireRole(principal, "ADMIN", "AUDITOR");
-    const normalised = filter.serial === undefined ? filter : { ...filter, serial: normaliseSerial(filter.serial) };
-    return this.query.list(normalised, pageSize(first), after ?? undefined, this.clock.now());
+    return this.query.list(withNormalisedSerial(filter), pageSize(first), after ?? undefined, this.clock.now());
   }
 
   /** The whole matching history, streamed in commit order; nothing is held beyond one chunk. */
   export(principal: Principal, filter: CertificateFilter): Iterable<CertificateRecord> {
     requireRole(principal, "ADMIN", "AUDITOR");
-    const normalised = filter.serial === undefined ? filter : { ...filter, serial: normaliseSerial(filter.serial) };
-    return this.query.iterate(normalised, this.clock.now());
+    return this.query.iterate(withNormalisedSerial(filter), this.clock.now());
   }
 
   now(): Date {
     return this.clock.now();
   }
+}
+
+function withNormalisedSerial(filter: CertificateFilter): CertificateFilter {
+  return filter.serial === undefined ? filter : { ...filter, serial: normaliseSerial(filter.serial) };
 }

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { connect as tlsConnect, createServer as createTlsServer, type PeerCertificate, type Server, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { refusal } from "../support/graphql.js";
+import { refusal, type Issued } from "../support/graphql.js";
 import { makeCsr, requireTools, onceWithin, openssl, scratchDir, startService, type CsrKeyType, type GqlResponse, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
@@ -30,16 +30,6 @@ const ISSUE = `mutation ($input: IssueCertificateInput!) { issueCertificate(inpu
 const ISSUE_BATCH = `mutation ($inputs: [IssueCertificateInput!]!) {
   issueCertificates(inputs: $inputs) { certificate { ${ISSUED_FIELDS} } error { code message } }
 }`;
-
-interface Issued {
-  serial: string;
-  certificatePem: string;
-  chainPem: string;
-  notBefore: string;
-  notAfter: string;
-  spiffeId: string;
-  dnsNames: string[];
-}
 
 interface Token {
   id: string;

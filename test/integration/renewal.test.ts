@@ -7,7 +7,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { refusal, ok } from "../support/graphql.js";
+import { refusal, ok, type Issued } from "../support/graphql.js";
 import { makeCsr, makeKey, openssl, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
@@ -17,16 +17,6 @@ const CREATE_TOKEN = `mutation ($input: CreateEnrollmentTokenInput!) { createEnr
 const ISSUE = `mutation ($input: IssueCertificateInput!) { issueCertificate(input: $input) { ${FIELDS} } }`;
 const RENEW = `mutation ($input: RenewCertificateInput!) { renewCertificate(input: $input) { ${FIELDS} } }`;
 const REVOKE = `mutation ($serial: String!) { revokeCertificate(input: { serial: $serial, reason: KEY_COMPROMISE }) { serial status revocationReason } }`;
-
-interface Issued {
-  serial: string;
-  certificatePem: string;
-  chainPem: string;
-  notBefore: string;
-  notAfter: string;
-  spiffeId: string;
-  dnsNames: string[];
-}
 
 /** A workload: its key and its current certificate. */
 interface Workload {

@@ -18,3 +18,14 @@ export function ok<T = any>(response: GqlResponse): T {
   expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
   return response.body.data as T;
 }
+
+/** The fields of `IssuedCertificate` the tests select. */
+export interface Issued {
+  serial: string;
+  certificatePem: string;
+  chainPem: string;
+  notBefore: string;
+  notAfter: string;
+  spiffeId: string;
+  dnsNames: string[];
+}
