@@ -232,6 +232,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
   const ocsp = {
     respond: (der: Buffer) =>
       ocspResponder ? ocspResponder.respond(der) : Promise.resolve({ der: ocspErrorResponse("tryLater"), cacheable: false as const }),
+    generation: () => ocspResponder?.generation() ?? -1,
   };
   const publicListener = createPublicListener({ authorities, crls, readiness, ocsp, clock, logger: logger.child({ component: "http" }) });
   const httpPort = await listen(publicListener, config.httpPort, config.host);

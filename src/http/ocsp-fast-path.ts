@@ -6,6 +6,8 @@ import type { OcspAnswer } from "../revocation/ocsp-responder.js";
 /** What the fast path needs from the listener: the responder and the RFC 5019 headers of an answer. */
 export interface OcspFastPathOptions {
   readonly respond: (requestDer: Buffer) => Promise<OcspAnswer>;
+  /** The responder's generation: a stored answer stays valid for the same request while it is unchanged. */
+  readonly generation: () => number;
   readonly headersFor: (answer: OcspAnswer, ifNoneMatch: string | undefined) => { status: 200 | 304; headers: Record<string, string> };
   readonly clock: Clock;
   readonly maxRequestBytes: number;
@@ -13,11 +15,22 @@ export interface OcspFastPathOptions {
 
 const HEAD_END = Buffer.from("\r\n\r\n");
 const MAX_HEAD_BYTES = 8 * 1024;
+/**
+ * Heads and requests remembered (see HeadReader and ReplyCache), and the longest one remembered: ordinary
+ * single-certificate requests are a few hundred bytes, and the bound keeps the memory small whatever
+ * clients send.
+ */
+const MAX_REMEMBERED = 10_000;
+const MAX_REMEMBERED_BYTES = 1024;
 /** Bytes a connection may buffer while a response is being prepared (pipelined requests). */
 const MAX_BUFFERED_BYTES = 64 * 1024;
 const IDLE_TIMEOUT_MS = 65_000;
+/** A reply is not kept when its response is this close to its nextUpdate (the cache lives up to a second). */
+const CACHE_MARGIN_MS = 5_000;
 const REQUEST_LINE = /^(GET|POST) (\/ocsp(?:\/[A-Za-z0-9+/=%_-]*)?) HTTP\/1\.1$/;
-const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?[ \t]*$/;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Visible ASCII, spaces and tabs: no control characters, no obs-fold, nothing outside ASCII. */
+const HEADER_VALUE = /^[\x20-\x7e\t]*$/;
 
 /** A request the fast path serves itself: strictly well-formed, nothing it would have to interpret. */
 interface FastRequest {
@@ -30,25 +43,56 @@ interface FastRequest {
 }
 
 /**
- * Parses one request head, or says to leave the connection to node:http (`"hand-off"`), or to wait for more
- * bytes (`undefined`). Only the plain cases are accepted — GET or POST of /ocsp over HTTP/1.1, each header once
- * at most, a Content-Length on POST, no Transfer-Encoding, no Expect — so this parser and node's can never
- * disagree about where a request ends: anything else goes to node's parser before a byte of it is consumed.
+ * Reads request heads off a connection's buffer: `"hand-off"` leaves the connection to node:http, `undefined`
+ * waits for more bytes.
  */
-function parseHead(buffer: Buffer, maxRequestBytes: number): FastRequest | "hand-off" | undefined {
-  const end = buffer.indexOf(HEAD_END);
-  if (end === -1) return buffer.length > MAX_HEAD_BYTES ? "hand-off" : undefined;
-  if (end > MAX_HEAD_BYTES) return "hand-off";
-  const lines = buffer.toString("latin1", 0, end).split("\r\n");
-  const requestLine = REQUEST_LINE.exec(lines[0] as string);
+class HeadReader {
+  /** Request heads already read, by their text: a client repeats the same head for the same question. */
+  private readonly known = new Map<string, FastRequest | "hand-off">();
+
+  constructor(private readonly maxRequestBytes: number) {}
+
+  read(buffer: Buffer): FastRequest | "hand-off" | undefined {
+    const end = buffer.indexOf(HEAD_END);
+    if (end === -1) return buffer.length > MAX_HEAD_BYTES ? "hand-off" : undefined;
+    if (end > MAX_HEAD_BYTES) return "hand-off";
+    const head = buffer.toString("latin1", 0, end);
+    let request = this.known.get(head);
+    if (request === undefined) {
+      request = parseHead(head, this.maxRequestBytes);
+      if (head.length <= MAX_REMEMBERED_BYTES) {
+        if (this.known.size >= MAX_REMEMBERED) this.known.clear();
+        this.known.set(head, request);
+      }
+    }
+    return request;
+  }
+}
+
+/**
+ * Parses one request head (the text before the blank line), or says to leave the connection to node:http.
+ * Only the plain cases are accepted — GET or POST of /ocsp over HTTP/1.1, each header once at most, a
+ * Content-Length on POST, no Transfer-Encoding, no Expect — so this parser and node's can never disagree
+ * about where a request ends: anything else goes to node's parser before a byte of it is consumed.
+ */
+function parseHead(head: string, maxRequestBytes: number): FastRequest | "hand-off" {
+  let lineEnd = head.indexOf("\r\n");
+  if (lineEnd === -1) lineEnd = head.length;
+  const requestLine = REQUEST_LINE.exec(head.slice(0, lineEnd));
   if (!requestLine) return "hand-off";
   const headers = new Map<string, string>();
-  for (const line of lines.slice(1)) {
-    const header = HEADER_LINE.exec(line);
-    if (!header) return "hand-off";
-    const name = (header[1] as string).toLowerCase();
-    if (headers.has(name)) return "hand-off";
-    headers.set(name, header[2] ?? "");
+  while (lineEnd < head.length) {
+    const lineStart = lineEnd + 2;
+    lineEnd = head.indexOf("\r\n", lineStart);
+    if (lineEnd === -1) lineEnd = head.length;
+    const colon = head.indexOf(":", lineStart);
+    if (colon === -1 || colon > lineEnd) return "hand-off";
+    const name = head.slice(lineStart, colon);
+    const value = head.slice(colon + 1, lineEnd);
+    if (!HEADER_NAME.test(name) || !HEADER_VALUE.test(value)) return "hand-off";
+    const lowerName = name.toLowerCase();
+    if (headers.has(lowerName)) return "hand-off";
+    headers.set(lowerName, value.trim());
   }
   if (headers.has("transfer-encoding") || headers.has("expect") || headers.has("upgrade")) return "hand-off";
   const method = requestLine[1] as "GET" | "POST";
@@ -64,7 +108,7 @@ function parseHead(buffer: Buffer, maxRequestBytes: number): FastRequest | "hand
   }
   const connection = headers.get("connection")?.toLowerCase() ?? "";
   return {
-    headBytes: end + HEAD_END.length,
+    headBytes: head.length + HEAD_END.length,
     bodyBytes,
     method,
     target: requestLine[2] as string,
@@ -94,8 +138,10 @@ function derOfPath(target: string): Buffer | undefined {
  */
 export function createOcspFrontDoor(fallback: HttpServer, options: OcspFastPathOptions): Server & { closeIdleConnections(): void } {
   const open = new Set<FastConnection>();
-  const server = createServer((socket) => {
-    const connection = new FastConnection(socket, fallback, options, () => open.delete(connection));
+  const replies = new ReplyCache(options);
+  const heads = new HeadReader(options.maxRequestBytes);
+  const server = createServer({ noDelay: true }, (socket) => {
+    const connection = new FastConnection(socket, fallback, options, heads, replies, () => open.delete(connection));
     open.add(connection);
   }) as Server & { closeIdleConnections(): void };
   server.closeIdleConnections = () => {
@@ -103,6 +149,48 @@ export function createOcspFrontDoor(fallback: HttpServer, options: OcspFastPathO
     fallback.closeIdleConnections();
   };
   return server;
+}
+
+interface CachedReply {
+  readonly bytes: Buffer;
+  readonly generation: number;
+  readonly second: number;
+}
+
+/**
+ * Complete keep-alive replies (status line, headers, body) to stored responses, keyed by the request as it
+ * arrived. Most OCSP traffic repeats a few requests, and building a reply — decoding the request, finding
+ * the response, formatting the dates — costs more than sending it. A reply is reused only within the same
+ * second (its Date and max-age are per second) and while the responder's generation is unchanged, so a
+ * revocation is served from the first request after it.
+ */
+class ReplyCache {
+  private readonly replies = new Map<string, CachedReply>();
+
+  constructor(private readonly options: OcspFastPathOptions) {}
+
+  currentSecond(): number {
+    return Math.floor(this.options.clock.now().getTime() / 1000);
+  }
+
+  get(key: string, generation: number, second: number): Buffer | undefined {
+    const reply = this.replies.get(key);
+    return reply && reply.generation === generation && reply.second === second ? reply.bytes : undefined;
+  }
+
+  keep(key: string, reply: CachedReply, answer: OcspAnswer): void {
+    if (!answer.cacheable || !answer.stored) return;
+    if (answer.nextUpdate.getTime() - reply.second * 1000 < CACHE_MARGIN_MS) return;
+    if (this.replies.size >= MAX_REMEMBERED) this.replies.clear();
+    this.replies.set(key, reply);
+  }
+}
+
+/** The cache key of a request: its path for GET, its body for POST. */
+function cacheKey(request: FastRequest, body: Buffer | undefined): string | undefined {
+  if (request.close || request.ifNoneMatch !== undefined) return undefined;
+  if (request.target.length > MAX_REMEMBERED_BYTES || request.bodyBytes > MAX_REMEMBERED_BYTES) return undefined;
+  return request.method === "GET" ? request.target : `POST ${body?.toString("latin1")}`;
 }
 
 class FastConnection {
@@ -120,6 +208,8 @@ class FastConnection {
     private readonly socket: Socket,
     private readonly fallback: HttpServer,
     private readonly options: OcspFastPathOptions,
+    private readonly heads: HeadReader,
+    private readonly replies: ReplyCache,
     private readonly forget: () => void,
   ) {
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
@@ -135,17 +225,24 @@ class FastConnection {
 
   private drain(): void {
     while (!this.busy && !this.handedOff && this.buffer.length > 0) {
-      const request = parseHead(this.buffer, this.options.maxRequestBytes);
+      const request = this.heads.read(this.buffer);
       if (request === undefined) return;
       if (request === "hand-off") {
         this.handOff();
         return;
       }
       if (this.buffer.length < request.headBytes + request.bodyBytes) return;
-      const der =
-        request.method === "POST"
-          ? Buffer.from(this.buffer.subarray(request.headBytes, request.headBytes + request.bodyBytes))
-          : derOfPath(request.target);
+      const body = request.method === "POST" ? this.buffer.subarray(request.headBytes, request.headBytes + request.bodyBytes) : undefined;
+      const key = cacheKey(request, body);
+      const generation = this.options.generation();
+      const second = this.replies.currentSecond();
+      const cached = key === undefined ? undefined : this.replies.get(key, generation, second);
+      if (cached) {
+        this.buffer = this.buffer.subarray(request.headBytes + request.bodyBytes);
+        this.socket.write(cached);
+        continue;
+      }
+      const der = body ? Buffer.from(body) : derOfPath(request.target);
       if (!der) {
         this.handOff();
         return;
@@ -153,24 +250,33 @@ class FastConnection {
       this.buffer = this.buffer.subarray(request.headBytes + request.bodyBytes);
       this.busy = true;
       this.options.respond(der).then(
-        (answer) => this.reply(answer, request),
+        (answer) => {
+          const bytes = this.reply(answer, request);
+          if (key !== undefined && !this.closing) this.replies.keep(key, { bytes, generation, second }, answer);
+          this.drainAfterReply(request);
+        },
         () => this.socket.destroy(),
       );
     }
     if (!this.busy && this.buffer.length === 0 && this.socket.isPaused()) this.socket.resume();
   }
 
-  private reply(answer: OcspAnswer, request: FastRequest): void {
+  /** Writes the reply to one request and returns its bytes. */
+  private reply(answer: OcspAnswer, request: FastRequest): Buffer {
     const { status, headers } = this.options.headersFor(answer, request.ifNoneMatch);
     const body = status === 304 ? Buffer.alloc(0) : answer.der;
     let head = `HTTP/1.1 ${status === 200 ? "200 OK" : "304 Not Modified"}\r\ndate: ${this.options.clock.now().toUTCString()}\r\n`;
     for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
     if (status === 200) head += `content-length: ${body.length}\r\n`;
-    const close = request.close || this.closing;
-    head += close ? "connection: close\r\n\r\n" : "connection: keep-alive\r\n\r\n";
-    this.socket.write(body.length > 0 ? Buffer.concat([Buffer.from(head, "latin1"), body]) : Buffer.from(head, "latin1"));
+    head += request.close || this.closing ? "connection: close\r\n\r\n" : "connection: keep-alive\r\n\r\n";
+    const bytes = body.length > 0 ? Buffer.concat([Buffer.from(head, "latin1"), body]) : Buffer.from(head, "latin1");
+    this.socket.write(bytes);
+    return bytes;
+  }
+
+  private drainAfterReply(request: FastRequest): void {
     this.busy = false;
-    if (close) {
+    if (request.close || this.closing) {
       this.socket.end();
       return;
     }

@@ -13,6 +13,8 @@ import type { CrlRepository } from "../revocation/ports.js";
 /** The OCSP side of the listener: one DER request in, one DER response out (never throws). */
 export interface OcspEndpoint {
   respond(requestDer: Buffer): Promise<OcspAnswer>;
+  /** Changes whenever a stored answer given before may have changed (see OcspResponder.generation). */
+  generation(): number;
 }
 
 /** Largest OCSP request body accepted; a request with the maximum number of CertIDs is far smaller. */
@@ -169,5 +171,5 @@ export function createPublicListener(options: {
       else response.destroy();
     });
   });
-  return createOcspFrontDoor(fallback, { respond: (der) => ocsp.respond(der), headersFor, clock, maxRequestBytes: MAX_OCSP_REQUEST_BYTES });
+  return createOcspFrontDoor(fallback, { respond: (der) => ocsp.respond(der), generation: () => ocsp.generation(), headersFor, clock, maxRequestBytes: MAX_OCSP_REQUEST_BYTES });
 }

@@ -39,9 +39,20 @@ export const DEFAULT_OCSP_SETTINGS: OcspSettings = {
   maxRequests: 16,
 };
 
-/** What the HTTP layer sends back. `cacheable` answers carry validity for the HTTP caching headers. */
+/**
+ * What the HTTP layer sends back. `cacheable` answers carry validity for the HTTP caching headers;
+ * `stored` ones are the pre-signed response of an issued certificate, which stays the answer to the same
+ * request until the responder's `generation()` changes.
+ */
 export type OcspAnswer =
-  | { readonly der: Buffer; readonly cacheable: true; readonly thisUpdate: Date; readonly nextUpdate: Date; readonly etag: string }
+  | {
+      readonly der: Buffer;
+      readonly cacheable: true;
+      readonly stored: boolean;
+      readonly thisUpdate: Date;
+      readonly nextUpdate: Date;
+      readonly etag: string;
+    }
   | { readonly der: Buffer; readonly cacheable: false };
 
 interface Responder {
@@ -100,6 +111,8 @@ export class OcspResponder {
   private readonly recent = new Map<string, StoredOcspResponse>();
   private seenChangeCounter = Number.NaN;
   private changeCheckedAt = Number.NEGATIVE_INFINITY;
+  /** Bumped whenever a response in `recent` is replaced or dropped; see `generation()`. */
+  private changes = 0;
 
   constructor(
     private readonly deps: {
@@ -143,7 +156,14 @@ export class OcspResponder {
     if (request.requests.length === 1 && request.nonce === undefined) {
       const stored = this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
       if (stored && stored.nextUpdate.getTime() > now.getTime()) {
-        return { der: stored.der, cacheable: true, thisUpdate: stored.thisUpdate, nextUpdate: stored.nextUpdate, etag: etagOf(stored.der) };
+        return {
+          der: stored.der,
+          cacheable: true,
+          stored: true,
+          thisUpdate: stored.thisUpdate,
+          nextUpdate: stored.nextUpdate,
+          etag: etagOf(stored.der),
+        };
       }
     }
     try {
@@ -159,7 +179,14 @@ export class OcspResponder {
           statuses[0]?.kind ?? "unknown",
         );
       }
-      return { der: signed.der, cacheable: true, thisUpdate: signed.thisUpdate, nextUpdate: signed.nextUpdate, etag: etagOf(signed.der) };
+      return {
+        der: signed.der,
+        cacheable: true,
+        stored: false,
+        thisUpdate: signed.thisUpdate,
+        nextUpdate: signed.nextUpdate,
+        etag: etagOf(signed.der),
+      };
     } catch (error) {
       this.deps.logger.error({ err: error }, "OCSP signing failed");
       return { der: error instanceof InternalError ? INTERNAL_ERROR : TRY_LATER, cacheable: false };
@@ -244,19 +271,33 @@ export class OcspResponder {
     this.deps.repository.deleteExpired(now);
   }
 
-  private lookup(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined {
+  /**
+   * A number that changes whenever a stored answer given before may no longer be the answer: a response
+   * was re-signed (a revocation, a refresh) or another process wrote to the database. Until it changes, a
+   * `stored` answer may be served again for the same request without asking the responder.
+   */
+  generation(): number {
+    this.noticeExternalChanges();
+    return this.changes;
+  }
+
+  private noticeExternalChanges(): void {
     // Another process's commit (a revocation) empties the memory cache. Asking SQLite costs more than the
     // rest of a cached lookup, so it is asked at most once a millisecond: a revocation committed elsewhere
     // reaches this process's answers within 1 ms (this process's own revocations, at once).
     const now = performance.now();
-    if (now - this.changeCheckedAt >= 1) {
-      this.changeCheckedAt = now;
-      const counter = this.deps.repository.externalChangeCounter();
-      if (counter !== this.seenChangeCounter) {
-        this.recent.clear();
-        this.seenChangeCounter = counter;
-      }
+    if (now - this.changeCheckedAt < 1) return;
+    this.changeCheckedAt = now;
+    const counter = this.deps.repository.externalChangeCounter();
+    if (counter !== this.seenChangeCounter) {
+      this.recent.clear();
+      this.changes++;
+      this.seenChangeCounter = counter;
     }
+  }
+
+  private lookup(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined {
+    this.noticeExternalChanges();
     const key = `${authorityId}/${serial}/${hashAlgorithm}`;
     let stored = this.recent.get(key);
     if (!stored) {
@@ -272,13 +313,23 @@ export class OcspResponder {
    * overwritten by a response signed just before it.
    */
   private store(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): void {
-    if (this.deps.repository.saveResponse(response, signedStatus)) this.remember(response);
-    else this.recent.delete(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`);
+    if (this.deps.repository.saveResponse(response, signedStatus)) {
+      this.remember(response);
+    } else {
+      this.recent.delete(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`);
+      this.changes++;
+    }
   }
 
   private remember(response: StoredOcspResponse): void {
-    if (this.recent.size >= 100_000) this.recent.clear();
-    this.recent.set(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`, response);
+    const key = `${response.authorityId}/${response.serial}/${response.hashAlgorithm}`;
+    if (this.recent.size >= 100_000) {
+      this.recent.clear();
+      this.changes++;
+    } else if (this.recent.has(key)) {
+      this.changes++;
+    }
+    this.recent.set(key, response);
   }
 
   private responderFor(certId: CertId): Responder | undefined {

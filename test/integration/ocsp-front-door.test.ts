@@ -147,4 +147,30 @@ describe.skipIf(missing !== undefined)(`the OCSP fast path of the plain-HTTP lis
     expect(responses[0]?.headers.get("connection")).toBe("close");
     expect(closed).toBe(true);
   });
+
+  it("reuses complete replies within a second, yet answers a revocation from the first request after it", async () => {
+    const spiffeId = "spiffe://anchorage.test/ns/front/sa/revoked";
+    const token = ok(await service.gql(`mutation ($id: String!) { createEnrollmentToken(input: { spiffeId: $id }) { token } }`, { id: spiffeId }, { bearer: service.adminKey })).createEnrollmentToken.token;
+    const issued = ok(await service.gql(`mutation ($input: IssueCertificateInput!) { issueCertificate(input: $input) { serial certificatePem chainPem } }`, { input: { csr: makeCsr({ spiffeId }).csrPem, token } })).issueCertificate;
+    const out = scratch.file("revoked-request.der");
+    execFileSync("openssl", ["ocsp", "-issuer", scratch.file("revoked-issuer.pem", issued.chainPem), "-cert", scratch.file("revoked-leaf.pem", issued.certificatePem), "-no_nonce", "-reqout", out]);
+    const der = readFileSync(out);
+    const byGet = `GET /ocsp/${encodeURIComponent(der.toString("base64"))} HTTP/1.1\r\nHost: ca\r\n\r\n`;
+    const byPost = post(`Content-Type: application/ocsp-request\r\nContent-Length: ${der.length}\r\n`, der);
+    const status = (body: Buffer): string => {
+      const text = execFileSync("openssl", ["ocsp", "-respin", scratch.file("answer.der", body), "-resp_text", "-noverify"], { encoding: "utf8" });
+      return /Cert Status: (\w+)/.exec(text)?.[1] ?? "none";
+    };
+
+    // Several rounds of the same requests on one connection: the later ones come from the reply cache.
+    const before = await exchange(byGet + byGet + byGet, 3);
+    expect(before.responses.map((response) => status(response.body))).toEqual(["good", "good", "good"]);
+    expect((await exchange(Buffer.concat([byPost, byPost]), 2)).responses.map((response) => status(response.body))).toEqual(["good", "good"]);
+
+    ok(await service.gql(`mutation ($serial: String!) { revokeCertificate(input: { serial: $serial, reason: KEY_COMPROMISE }) { serial } }`, { serial: issued.serial }, { bearer: service.adminKey }));
+    const after = await exchange(byGet, 1);
+    expect(status(after.responses[0]?.body as Buffer)).toBe("revoked");
+    expect(after.responses[0]?.headers.get("etag")).not.toBe(before.responses[0]?.headers.get("etag"));
+    expect(status((await exchange(byPost, 1)).responses[0]?.body as Buffer)).toBe("revoked");
+  });
 });
