@@ -1,4 +1,5 @@
 import type { SqliteDatabase } from "./database.js";
+import { WalFlusher } from "./wal-flusher.js";
 
 interface PendingWork {
   readonly work: () => unknown;
@@ -6,11 +7,27 @@ interface PendingWork {
   readonly reject: (reason: unknown) => void;
 }
 
+/** Waits between attempts to take the write lock while another process holds it. */
+const LOCK_RETRY_MS = 1;
+/** After this long without the lock, fall back to SQLite's blocking wait (busy_timeout) for one attempt. */
+const LOCK_PATIENCE_MS = 2_000;
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+}
+
 /**
  * Group commit: work submitted during one turn of the event loop runs in a single transaction. A durable
  * commit (fsync) costs about as much as hundreds of inserts, so concurrent requests share it instead of
- * queueing behind one fsync each. Every promise resolves after the commit, never before, so nothing is
- * reported as stored before it is on disk.
+ * queueing behind one fsync each. Every promise resolves after the commit is on disk, never before, so
+ * nothing is reported as stored before it is durable. The sync itself runs off the event loop and after
+ * the write lock is released (see WalFlusher): the next group commits while the previous one syncs.
+ *
+ * Several service processes write to the same file. When another one holds the write lock, SQLite's own
+ * busy handler would sleep with the event loop blocked (in steps of up to 100 ms), stalling every request
+ * of this process. Instead the group is attempted without waiting and, when the lock is taken, retried a
+ * millisecond later while the event loop goes on with other requests — whose work joins the waiting group.
  *
  * Submissions are expected to succeed (they decide refusals with conditional updates rather than by
  * throwing). If one throws anyway, the whole group is rolled back and each submission is replayed in a
@@ -20,12 +37,25 @@ interface PendingWork {
 export class GroupCommitter {
   private pending: PendingWork[] = [];
   private scheduled = false;
+  private waitingSince: number | undefined;
   private readonly runGroup: (batch: readonly PendingWork[]) => unknown[];
   private readonly runOne: (item: PendingWork) => unknown;
+  private readonly setBusyTimeout: (milliseconds: number) => void;
+  private readonly setSynchronous: (level: "FULL" | "NORMAL") => void;
+  private readonly defaultBusyTimeout: number;
+  private readonly flusher: WalFlusher | undefined;
 
   constructor(db: SqliteDatabase) {
     this.runGroup = db.transaction((batch: readonly PendingWork[]) => batch.map((item) => item.work())).immediate;
     this.runOne = db.transaction((item: PendingWork) => item.work()).immediate;
+    this.defaultBusyTimeout = Number(db.pragma("busy_timeout", { simple: true }));
+    this.setBusyTimeout = (milliseconds) => {
+      db.pragma(`busy_timeout = ${milliseconds}`);
+    };
+    this.setSynchronous = (level) => {
+      db.pragma(`synchronous = ${level}`);
+    };
+    this.flusher = WalFlusher.for(db);
   }
 
   submit<T>(work: () => T): Promise<T> {
@@ -40,21 +70,64 @@ export class GroupCommitter {
 
   private flush(): void {
     const batch = this.pending;
-    this.pending = [];
-    this.scheduled = false;
+    const patient = this.waitingSince !== undefined && performance.now() - this.waitingSince > LOCK_PATIENCE_MS;
     let results: unknown[];
     try {
-      results = this.runGroup(batch);
-    } catch {
+      results = this.withoutWaiting(!patient, () => this.syncedLater(() => this.runGroup(batch)));
+    } catch (error) {
+      if (isBusy(error) && !patient) {
+        this.waitingSince ??= performance.now();
+        setTimeout(() => this.flush(), LOCK_RETRY_MS);
+        return;
+      }
+      this.settle();
       for (const item of batch) {
         try {
           item.resolve(this.runOne(item));
-        } catch (error) {
-          item.reject(error);
+        } catch (itemError) {
+          item.reject(itemError);
         }
       }
       return;
     }
-    batch.forEach((item, index) => item.resolve(results[index]));
+    this.settle();
+    if (!this.flusher) {
+      batch.forEach((item, index) => item.resolve(results[index]));
+      return;
+    }
+    this.flusher.flush().then(
+      () => batch.forEach((item, index) => item.resolve(results[index])),
+      (error: unknown) => {
+        for (const item of batch) item.reject(error);
+      },
+    );
+  }
+
+  /** Commits without syncing when a flusher will sync afterwards; the connection's other commits stay FULL. */
+  private syncedLater<T>(run: () => T): T {
+    if (!this.flusher) return run();
+    this.setSynchronous("NORMAL");
+    try {
+      return run();
+    } finally {
+      this.setSynchronous("FULL");
+    }
+  }
+
+  /** The group ran (or failed for good): later submissions start a new one. */
+  private settle(): void {
+    this.pending = [];
+    this.scheduled = false;
+    this.waitingSince = undefined;
+  }
+
+  private withoutWaiting<T>(enabled: boolean, run: () => T): T {
+    if (!enabled) return run();
+    this.setBusyTimeout(0);
+    try {
+      return run();
+    } finally {
+      this.setBusyTimeout(this.defaultBusyTimeout);
+    }
   }
 }

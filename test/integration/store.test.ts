@@ -220,6 +220,31 @@ describe("GroupCommitter", () => {
     const results = await Promise.all([1, 2, 3].map((value) => committer.submit(() => value * 2)));
     expect(results).toEqual([2, 4, 6]);
   });
+
+  it("waits for another process's write lock without blocking the event loop, then commits with full durability restored", async () => {
+    db.exec("CREATE TABLE IF NOT EXISTS group_commit_probe (value INTEGER)");
+    const other = openDatabase(join(dir, "anchorage.db"));
+    try {
+      const committer = new GroupCommitter(db);
+      other.exec("BEGIN IMMEDIATE");
+      let settled = false;
+      const first = committer.submit(() => db.prepare("INSERT INTO group_commit_probe (value) VALUES (1)").run().changes);
+      void first.then(() => (settled = true));
+      // SQLite's own busy handler would sleep here with the event loop blocked, and this timer could not fire.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const second = committer.submit(() => db.prepare("INSERT INTO group_commit_probe (value) VALUES (2)").run().changes);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(settled).toBe(false);
+      other.exec("COMMIT");
+      expect(await Promise.all([first, second])).toEqual([1, 1]);
+      expect(other.prepare("SELECT value FROM group_commit_probe ORDER BY value").pluck().all()).toEqual([1, 2]);
+      expect(db.pragma("synchronous", { simple: true })).toBe(2);
+      expect(db.pragma("busy_timeout", { simple: true })).toBe(10_000);
+    } finally {
+      if (other.inTransaction) other.exec("ROLLBACK");
+      other.close();
+    }
+  });
 });
 
 describe("SqliteOcspRepository.externalChangeCounter", () => {
