@@ -331,7 +331,8 @@ export class IssuanceService {
     if (grant && csr && ttlSeconds !== undefined && refusals.every((refusal) => refusal.rule !== "identity")) {
       const issuer = this.deps.activeIssuer();
       const fields = this.certificateFields(csr, grant, ttlSeconds, issuer, now);
-      for (const problem of this.lint(fields, issuer)) refusals.push({ rule: "lint", code: "POLICY_VIOLATION", message: problem });
+      // Issuance treats a lint finding as a bug of ours and fails with INTERNAL; the dry run says the same.
+      for (const problem of this.lint(fields, issuer)) refusals.push({ rule: "lint", code: "INTERNAL", message: problem });
       certificate = { issuerId: issuer.id, notBefore: fields.notBefore, notAfter: fields.notAfter, ttlSeconds };
     }
     return {
