@@ -3,12 +3,14 @@
  * SQLite records):
  *
  *   npx tsx scripts/bench-issue.ts [--seconds 10] [--clients 32] [--csrs 2000] [--batch 16] [--workers N]
- *                                  [--modes single,batch]
+ *                                  [--modes single,batch,query]
  *
  * Starts the service on a fresh data folder (ANCHORAGE_WORKERS=N), creates one enrollment token per client,
  * pre-generates the P-256 CSRs, then drives `issueCertificate` (one CSR per request) and `issueCertificates`
  * (batches) with keep-alive connections for a bounded time each, and prints certificates per second and
  * p50/p99 latency, with the machine's `openssl speed ecdsap256` figure from the same run for comparison.
+ * Mode `query` sends `{ __typename }` the same way: the per-request ceiling of GraphQL over HTTPS here,
+ * with no issuance work at all.
  * All traffic goes to 127.0.0.1.
  */
 import "reflect-metadata";
@@ -25,7 +27,7 @@ const { values } = parseArgs({
     csrs: { type: "string", default: "2000" },
     batch: { type: "string", default: "16" },
     workers: { type: "string", default: "2" },
-    modes: { type: "string", default: "single,batch" },
+    modes: { type: "string", default: "single,batch,query" },
   },
 });
 const seconds = Number(values.seconds);
@@ -70,6 +72,25 @@ function percentile(sorted: number[], p: number): number {
 
 const ISSUE = "mutation($i: IssueCertificateInput!){ issueCertificate(input:$i){ serial } }";
 const ISSUE_BATCH = "mutation($i: [IssueCertificateInput!]!){ issueCertificates(inputs:$i){ certificate { serial } error { code message } } }";
+
+/** `{ __typename }` from every client for the configured time: requests/s and latency, nothing issued. */
+async function driveQueries(service: ServiceProcess, agent: Agent): Promise<{ requests: number; latencies: number[]; elapsed: number }> {
+  const deadline = Date.now() + seconds * 1000;
+  const latencies: number[] = [];
+  const body = JSON.stringify({ query: "{ __typename }" });
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (Date.now() < deadline) {
+        const begin = performance.now();
+        const { json } = await post(service, agent, body);
+        if (json.data?.__typename !== "Query") throw new Error(`unexpected answer ${JSON.stringify(json)}`);
+        latencies.push(performance.now() - begin);
+      }
+    }),
+  );
+  return { requests: latencies.length, latencies: latencies.sort((a, b) => a - b), elapsed: (Date.now() - started) / 1000 };
+}
 
 async function drive(
   service: ServiceProcess,
@@ -144,6 +165,13 @@ async function main(): Promise<void> {
         `${name}: ${(result.certificates / result.elapsed).toFixed(0)} certificates/s, ` +
           `p50 ${percentile(result.latencies, 50).toFixed(1)} ms, p99 ${percentile(result.latencies, 99).toFixed(1)} ms per request, ` +
           `${result.certificates} issued, ${result.errors} errors`,
+      );
+    }
+    if (modes.includes("query")) {
+      const result = await driveQueries(service, agent);
+      console.log(
+        `{ __typename } (no issuance): ${(result.requests / result.elapsed).toFixed(0)} requests/s, ` +
+          `p50 ${percentile(result.latencies, 50).toFixed(1)} ms, p99 ${percentile(result.latencies, 99).toFixed(1)} ms`,
       );
     }
   } finally {
