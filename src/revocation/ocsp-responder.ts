@@ -1,4 +1,5 @@
 import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Issuer } from "../ca/issuer.js";
 import { generateSerial } from "../ca/serial.js";
 import { buildName, certificateFields, inspectSubjectPublicKeyInfo } from "../ca/x509/ca-certificates.js";
@@ -21,7 +22,7 @@ import {
   type IssuerHashes,
   type OcspCertStatus,
 } from "./ocsp-codec.js";
-import type { CertIdHash, CertificateRevocationStatus, OcspRepository, StoredOcspResponse } from "./ports.js";
+import type { CertIdHash, CertificateRevocationStatus, OcspRepository, OcspSignerRecord, StoredOcspResponse } from "./ports.js";
 import { REVOCATION_REASON_CODES, isRevocationReason } from "./reasons.js";
 
 export interface OcspSettings {
@@ -65,6 +66,15 @@ interface Responder {
 }
 
 const PRESIGN_GROUP_SIZE = 32;
+
+/**
+ * Responder certificate creation is claimed in the database, so that service processes starting together
+ * (or seeing a published intermediate together) make one between them. A claim older than this is taken
+ * to be abandoned; the others poll for the certificate meanwhile.
+ */
+const SIGNER_CLAIM_STALE_MS = 60_000;
+const SIGNER_WAIT_MS = 30_000;
+const SIGNER_POLL_MS = 50;
 
 const HASH_OIDS: Readonly<Record<CertIdHash, string>> = { sha1: "1.3.14.3.2.26", sha256: "2.16.840.1.101.3.4.2.1" };
 
@@ -385,7 +395,10 @@ export class OcspResponder {
     for (const issuer of this.deps.issuers()) {
       let record = this.deps.repository.newestSigner(issuer.id);
       if (!record || record.notAfter.getTime() - now.getTime() < lifetime / 3) {
-        record = await this.createResponder(issuer, now);
+        const claimed = this.deps.repository.claimSignerCreation(issuer.id, now, new Date(now.getTime() - SIGNER_CLAIM_STALE_MS));
+        const next = claimed ? await this.createResponder(issuer, now) : await this.signerMadeElsewhere(issuer.id, record);
+        if (!next) continue;
+        record = next;
       }
       const current = this.responders.get(issuer.id);
       if (current && current.certificateDer.equals(record.certificateDer)) continue;
@@ -403,6 +416,23 @@ export class OcspResponder {
         notAfter: record.notAfter,
       });
       this.deps.logger.info({ authorityId: issuer.id, keyLabel: record.keyLabel, notAfter: record.notAfter }, "OCSP responder certificate loaded");
+    }
+  }
+
+  /**
+   * Waits for the responder certificate another process has claimed to create. Undefined when none appears
+   * in time (that process died): the claim goes stale and a later round creates one.
+   */
+  private async signerMadeElsewhere(authorityId: string, current: OcspSignerRecord | undefined): Promise<OcspSignerRecord | undefined> {
+    const deadline = performance.now() + SIGNER_WAIT_MS;
+    for (;;) {
+      const newest = this.deps.repository.newestSigner(authorityId);
+      if (newest && (!current || newest.notAfter.getTime() > current.notAfter.getTime())) return newest;
+      if (performance.now() > deadline) {
+        this.deps.logger.warn({ authorityId }, "another process claimed the OCSP responder certificate but has not stored it");
+        return current;
+      }
+      await sleep(SIGNER_POLL_MS);
     }
   }
 

@@ -70,6 +70,11 @@ export type CertificateRevocationStatus =
 export interface OcspRepository {
   newestSigner(authorityId: string): OcspSignerRecord | undefined;
   insertSigner(record: OcspSignerRecord): void;
+  /**
+   * Claims the creation of an issuer's next responder certificate for the calling process: true unless
+   * another process claimed it after `staleBefore` (and may still be at it).
+   */
+  claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): boolean;
   getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined;
   /**
    * Stores a response signed for a certificate whose status was `signedStatus`, unless that status has

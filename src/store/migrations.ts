@@ -275,4 +275,14 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       ALTER TABLE enrollment_tokens ADD COLUMN registration_id TEXT;
     `,
   },
+  {
+    version: 8,
+    sql: `
+      -- Which process is creating an issuer's OCSP responder certificate, so that two do not make one each.
+      CREATE TABLE ocsp_signer_claims (
+        authority_id TEXT PRIMARY KEY,
+        claimed_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];

@@ -20,6 +20,10 @@ export class SqliteOcspRepository implements OcspRepository {
   constructor(db: SqliteDatabase) {
     this.statements = {
       newestSigner: db.prepare("SELECT * FROM ocsp_signers WHERE authority_id = ? ORDER BY not_after DESC LIMIT 1"),
+      claimSignerCreation: db.prepare(
+        `INSERT INTO ocsp_signer_claims (authority_id, claimed_at) VALUES (?, ?)
+         ON CONFLICT (authority_id) DO UPDATE SET claimed_at = excluded.claimed_at WHERE ocsp_signer_claims.claimed_at < ?`,
+      ),
       insertSigner: db.prepare(
         "INSERT INTO ocsp_signers (key_label, authority_id, certificate_der, not_before, not_after, created_at) VALUES (?, ?, ?, ?, ?, ?)",
       ),
@@ -68,6 +72,10 @@ export class SqliteOcspRepository implements OcspRepository {
         createdAt: new Date(row.created_at),
       }
     );
+  }
+
+  claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): boolean {
+    return this.statements.claimSignerCreation.run(authorityId, now.getTime(), staleBefore.getTime()).changes === 1;
   }
 
   insertSigner(record: OcspSignerRecord): void {

@@ -229,6 +229,13 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     expect(service.sqlValue("SELECT uses_left FROM enrollment_tokens WHERE id = ?", token.id)).toBe(0);
   });
 
+  it("makes one OCSP responder certificate per intermediate, though both workers started at once", () => {
+    const intermediates = service.sqlValue("SELECT count(*) FROM authorities WHERE kind = 'intermediate'");
+    expect(intermediates).toBeGreaterThan(0);
+    expect(service.sqlValue("SELECT count(*) FROM ocsp_signers")).toBe(intermediates);
+    expect(service.sqlValue("SELECT count(DISTINCT authority_id) FROM ocsp_signers")).toBe(intermediates);
+  });
+
   it("stops the primary and both workers with exit code 0 within 15 s of SIGTERM", async () => {
     expect(workerPids).toHaveLength(2);
     for (const pid of workerPids) expect(processInfo(pid), `worker ${pid} should be running`).toBeDefined();

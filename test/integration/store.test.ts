@@ -273,6 +273,25 @@ describe("SqliteOcspRepository.externalChangeCounter", () => {
   });
 });
 
+describe("SqliteOcspRepository.claimSignerCreation", () => {
+  it("gives a responder certificate's creation to one process at a time, and takes back a claim gone stale", () => {
+    const otherDb = openDatabase(join(dir, "anchorage.db"));
+    try {
+      const other = new SqliteOcspRepository(otherDb);
+      const mine = new SqliteOcspRepository(db);
+      const staleBefore = (at: Date) => new Date(at.getTime() - 60_000);
+      expect(mine.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(true);
+      expect(other.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(false);
+      expect(other.claimSignerCreation("another-ca", NOW, staleBefore(NOW))).toBe(true);
+      const later = new Date(NOW.getTime() + 61_000);
+      expect(other.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(true);
+      expect(mine.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(false);
+    } finally {
+      otherDb.close();
+    }
+  });
+});
+
 describe("SqliteOcspRepository.saveResponse", () => {
   it("refuses a response signed for a status that a revocation has since changed", async () => {
     const item = prepared();
