@@ -9,11 +9,10 @@
  */
 import "reflect-metadata";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resourceUsage } from "node:process";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { silentLogger } from "../src/common/logger.js";
 import { systemClock } from "../src/common/clock.js";
@@ -28,20 +27,15 @@ import { SqliteAuthorityRepository } from "../src/store/authority-repository.js"
 import { SqliteCrlRepository } from "../src/store/crl-repository.js";
 import { openDatabase } from "../src/store/database.js";
 import { SqliteRevocationRepository } from "../src/store/revocation-repository.js";
+import { BENCH_PKCS11_MODULE, initScratchToken } from "./lib/scratch-token.js";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "1000000" } } });
 const entries = Number(values.entries);
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const MODULE = process.env.ANCHORAGE_PKCS11_MODULE ?? "/usr/lib/softhsm/libsofthsm2.so";
 
 const dir = mkdtempSync(join(tmpdir(), "anchorage-bench-crl-"));
 try {
-  mkdirSync(join(dir, "tokens"));
-  const conf = join(dir, "softhsm2.conf");
-  writeFileSync(conf, readFileSync(join(ROOT, "hsm", "softhsm2.conf.template"), "utf8").replaceAll("@TOKEN_DIR@", join(dir, "tokens")));
-  process.env.SOFTHSM2_CONF = conf;
-  execFileSync("bash", [join(ROOT, "hsm", "init-token.sh"), conf, "bench", "1234", "5678"], { stdio: "ignore" });
-  const store = await Pkcs11KeyStore.open({ modulePath: MODULE, tokenLabel: "bench", pin: "1234" });
+  const token = initScratchToken(dir);
+  const store = await Pkcs11KeyStore.open({ modulePath: BENCH_PKCS11_MODULE, ...token });
   const now = new Date();
   const rootSigner = await store.generateKey("root", { type: "ec", curve: "P-384" });
   const rootDer = await createRootCertificate({ signer: rootSigner, subject: { commonName: "Bench Root" }, notBefore: new Date(now.getTime() - 3_600_000) });

@@ -11,20 +11,17 @@
  * in a temporary folder removed at the end.
  */
 import "reflect-metadata";
-import { execFileSync } from "node:child_process";
 import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pkcs11KeyStore } from "../src/signer/pkcs11/pkcs11-key-store.js";
 import { opensslEcdsaP256Speed } from "./lib/calibration.js";
+import { BENCH_PKCS11_MODULE, initScratchToken } from "./lib/scratch-token.js";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "2" } } });
 const seconds = Number(values.seconds);
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const MODULE = process.env.ANCHORAGE_PKCS11_MODULE ?? "/usr/lib/softhsm/libsofthsm2.so";
 /** About the size of a workload certificate's TBS. */
 const TBS = randomBytes(600);
 
@@ -89,12 +86,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "anchorage-bench-floor-"));
   let store: Pkcs11KeyStore | undefined;
   try {
-    mkdirSync(join(dir, "tokens"));
-    const conf = join(dir, "softhsm2.conf");
-    writeFileSync(conf, readFileSync(join(ROOT, "hsm", "softhsm2.conf.template"), "utf8").replaceAll("@TOKEN_DIR@", join(dir, "tokens")));
-    process.env.SOFTHSM2_CONF = conf;
-    execFileSync("bash", [join(ROOT, "hsm", "init-token.sh"), conf, "bench", "1234", "5678"], { stdio: "ignore" });
-    store = await Pkcs11KeyStore.open({ modulePath: MODULE, tokenLabel: "bench", pin: "1234", sessionPoolSize: 4 });
+    const token = initScratchToken(dir);
+    store = await Pkcs11KeyStore.open({ modulePath: BENCH_PKCS11_MODULE, ...token, sessionPoolSize: 4 });
     const signer = await store.generateKey("intermediate", { type: "ec", curve: "P-256" });
     const signLatency = await perCall(() => signer.sign(TBS));
     console.log(`SoftHSM2 P-256 signature through Pkcs11KeyStore, one at a time: ${format(signLatency)} µs latency`);
