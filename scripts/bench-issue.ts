@@ -7,14 +7,21 @@
  *
  * Starts the service on a fresh data folder (ANCHORAGE_WORKERS=N), creates one enrollment token per client,
  * pre-generates the P-256 CSRs, then drives `issueCertificate` (one CSR per request) and `issueCertificates`
- * (batches) with keep-alive connections for a bounded time each, and prints certificates per second and
- * p50/p99 latency, with the machine's `openssl speed ecdsap256` figure from the same run for comparison.
+ * (batches) with wrk (Debian's `wrk` package: 2 threads, `--clients` keep-alive connections) for a bounded
+ * time each, and prints certificates per second and p50/p99 latency, with the machine's `openssl speed
+ * ecdsap256` figure from the same run for comparison. The load generator shares the machine's cores with the
+ * service, which is why it is wrk (C, a few percent of one core) rather than a Node client (about 12 %).
  * Mode `query` sends `{ __typename }` the same way: the per-request ceiling of GraphQL over HTTPS here,
  * with no issuance work at all.
  * All traffic goes to 127.0.0.1.
  */
 import "reflect-metadata";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { p256WorkloadCsr } from "./lib/workload-csr.js";
 import { opensslEcdsaP256Speed } from "./lib/calibration.js";
@@ -64,75 +71,55 @@ function post(service: ServiceProcess, agent: Agent, body: string, bearer?: stri
   });
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
-
-
 const ISSUE = "mutation($i: IssueCertificateInput!){ issueCertificate(input:$i){ serial } }";
 const ISSUE_BATCH = "mutation($i: [IssueCertificateInput!]!){ issueCertificates(inputs:$i){ certificate { serial } error { code message } } }";
+const LOAD_SCRIPT = fileURLToPath(new URL("./lib/graphql-load.lua", import.meta.url));
 
-/** `{ __typename }` from every client for the configured time: requests/s and latency, nothing issued. */
-async function driveQueries(service: ServiceProcess, agent: Agent): Promise<{ requests: number; latencies: number[]; elapsed: number }> {
-  const deadline = Date.now() + seconds * 1000;
-  const latencies: number[] = [];
-  const body = JSON.stringify({ query: "{ __typename }" });
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (Date.now() < deadline) {
-        const begin = performance.now();
-        const { json } = await post(service, agent, body);
-        if (json.data?.__typename !== "Query") throw new Error(`unexpected answer ${JSON.stringify(json)}`);
-        latencies.push(performance.now() - begin);
-      }
-    }),
-  );
-  return { requests: latencies.length, latencies: latencies.sort((a, b) => a - b), elapsed: (Date.now() - started) / 1000 };
+interface LoadResult {
+  readonly requests: number;
+  readonly durationUs: number;
+  readonly ok: number;
+  readonly failed: number;
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly socketErrors: number;
 }
 
-async function drive(
-  service: ServiceProcess,
-  agent: Agent,
-  tokens: string[],
-  csrsByClient: string[][],
-  perRequest: number,
-): Promise<{ certificates: number; errors: number; latencies: number[]; elapsed: number }> {
-  const deadline = Date.now() + seconds * 1000;
-  const latencies: number[] = [];
-  let certificates = 0;
-  let errors = 0;
-  const started = Date.now();
-  await Promise.all(
-    tokens.map(async (token, client) => {
-      const csrs = csrsByClient[client] as string[];
-      let next = 0;
-      while (Date.now() < deadline) {
-        const inputs = Array.from({ length: perRequest }, () => ({ csr: csrs[next++ % csrs.length], token }));
-        const body = perRequest === 1
+/** Runs wrk against /graphql with one pre-built body per line of `bodiesFile`, for the configured time. */
+function load(service: ServiceProcess, bodiesFile: string, mode: "issue" | "query"): LoadResult {
+  const result = spawnSync(
+    "wrk",
+    ["-t", "2", "-c", String(clients), "-d", `${seconds}s`, "--timeout", "30s", "-s", LOAD_SCRIPT,
+      `https://127.0.0.1:${service.graphqlPort}/graphql`, "--", bodiesFile, mode],
+    { encoding: "utf8" },
+  );
+  if (result.status !== 0) throw new Error(`wrk failed: ${result.stderr || result.error}`);
+  const summary = result.stdout.split("\n").find((line) => line.startsWith('{"requests"'));
+  if (!summary) throw new Error(`wrk printed no summary:\n${result.stdout}`);
+  return JSON.parse(summary) as LoadResult;
+}
+
+/** One JSON document per line: each client's CSRs, `perRequest` at a time, under that client's token. */
+function issuanceBodies(tokens: readonly string[], csrsByClient: readonly string[][], perRequest: number): string {
+  const lines: string[] = [];
+  tokens.forEach((token, client) => {
+    const csrs = csrsByClient[client] as string[];
+    for (let first = 0; first + perRequest <= csrs.length; first += perRequest) {
+      const inputs = csrs.slice(first, first + perRequest).map((csr) => ({ csr, token }));
+      lines.push(
+        perRequest === 1
           ? JSON.stringify({ query: ISSUE, variables: { i: inputs[0] } })
-          : JSON.stringify({ query: ISSUE_BATCH, variables: { i: inputs } });
-        const begin = performance.now();
-        const { json } = await post(service, agent, body);
-        latencies.push(performance.now() - begin);
-        if (perRequest === 1) {
-          if (json.data?.issueCertificate?.serial) certificates++;
-          else errors++;
-        } else {
-          for (const item of json.data?.issueCertificates ?? []) {
-            if (item.certificate) certificates++;
-            else errors++;
-          }
-          if (!json.data) errors += perRequest;
-        }
-      }
-    }),
-  );
-  return { certificates, errors, latencies: latencies.sort((a, b) => a - b), elapsed: (Date.now() - started) / 1000 };
+          : JSON.stringify({ query: ISSUE_BATCH, variables: { i: inputs } }),
+      );
+    }
+  });
+  return `${lines.join("\n")}\n`;
 }
+
+const ms = (microseconds: number): string => (microseconds / 1000).toFixed(1);
 
 async function main(): Promise<void> {
+  if (spawnSync("wrk", ["--version"]).error) throw new Error("wrk is needed: apt-get install wrk");
   console.log(`machine: ${(await import("node:os")).cpus().length} cores; openssl speed ecdsap256: ${opensslEcdsaP256Speed()}`);
   const service = await startServiceProcess({ ANCHORAGE_WORKERS: String(values.workers) });
   const agent = new Agent({ keepAlive: true, maxSockets: clients });
@@ -153,26 +140,37 @@ async function main(): Promise<void> {
     for (let index = 0; index < csrCount; index++) {
       (csrsByClient[index % clients] as string[]).push(p256WorkloadCsr(`spiffe://anchorage.test/bench/client-${index % clients}`));
     }
-    console.log(`service workers: ${values.workers}; clients: ${clients}; CSRs: ${csrCount}; ${seconds} s per mode`);
+    const dir = mkdtempSync(join(tmpdir(), "anchorage-bench-issue-"));
+    const singles = join(dir, "single.ndjson");
+    const batches = join(dir, "batch.ndjson");
+    const queries = join(dir, "query.ndjson");
+    writeFileSync(singles, issuanceBodies(tokens, csrsByClient, 1));
+    writeFileSync(batches, issuanceBodies(tokens, csrsByClient, batchSize));
+    writeFileSync(queries, `${JSON.stringify({ query: "{ __typename }" })}\n`);
+    console.log(`service workers: ${values.workers}; wrk: 2 threads, ${clients} connections; CSRs: ${csrCount}; ${seconds} s per mode`);
 
-    await drive(service, agent, tokens, csrsByClient, 1).catch(() => undefined); // warm-up is the first mode's first second
-    const modes = (values.modes as string).split(",");
-    const runs = [["single", "issueCertificate", 1], ["batch", `issueCertificates (batches of ${batchSize})`, batchSize]] as const;
-    for (const [mode, name, perRequest] of runs) {
-      if (!modes.includes(mode)) continue;
-      const result = await drive(service, agent, tokens, csrsByClient, perRequest);
-      console.log(
-        `${name}: ${(result.certificates / result.elapsed).toFixed(0)} certificates/s, ` +
-          `p50 ${percentile(result.latencies, 50).toFixed(1)} ms, p99 ${percentile(result.latencies, 99).toFixed(1)} ms per request, ` +
-          `${result.certificates} issued, ${result.errors} errors`,
-      );
-    }
-    if (modes.includes("query")) {
-      const result = await driveQueries(service, agent);
-      console.log(
-        `{ __typename } (no issuance): ${(result.requests / result.elapsed).toFixed(0)} requests/s, ` +
-          `p50 ${percentile(result.latencies, 50).toFixed(1)} ms, p99 ${percentile(result.latencies, 99).toFixed(1)} ms`,
-      );
+    try {
+      load(service, singles, "issue"); // warm-up: JIT, statement caches, session pool
+      const modes = (values.modes as string).split(",");
+      const runs = [["single", "issueCertificate", singles], ["batch", `issueCertificates (batches of ${batchSize})`, batches]] as const;
+      for (const [mode, name, bodies] of runs) {
+        if (!modes.includes(mode)) continue;
+        const result = load(service, bodies, "issue");
+        console.log(
+          `${name}: ${(result.ok / (result.durationUs / 1e6)).toFixed(0)} certificates/s, ` +
+            `p50 ${ms(result.p50Us)} ms, p99 ${ms(result.p99Us)} ms per request, ` +
+            `${result.ok} issued, ${result.failed} refused, ${result.socketErrors} socket errors`,
+        );
+      }
+      if (modes.includes("query")) {
+        const result = load(service, queries, "query");
+        console.log(
+          `{ __typename } (no issuance): ${(result.ok / (result.durationUs / 1e6)).toFixed(0)} requests/s, ` +
+            `p50 ${ms(result.p50Us)} ms, p99 ${ms(result.p99Us)} ms, ${result.failed} failed`,
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   } finally {
     agent.destroy();
