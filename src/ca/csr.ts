@@ -7,7 +7,7 @@
  * matter (CertificationRequestInfo, SubjectPublicKeyInfo) are sliced out of the input rather than re-encoded,
  * and key handling and signature verification are left to node:crypto (OpenSSL).
  */
-import { type KeyObject, createPublicKey, verify } from "node:crypto";
+import { KeyObject, createPublicKey, verify, webcrypto } from "node:crypto";
 
 import {
   id_ecPublicKey,
@@ -65,8 +65,16 @@ const DEFAULT_MAX_PEM_BYTES = 16_384;
 interface ProofOfPossession {
   readonly hash: string;
   readonly signedBytes: Buffer;
-  readonly publicKey: KeyObject;
+  readonly key: CheckedPublicKey;
   readonly signatureValue: Buffer;
+}
+
+/** A public key whose encoding passed every check; importing it also checks an EC point lies on its curve. */
+interface CheckedPublicKey {
+  readonly keyType: "ec" | "rsa";
+  readonly keyDescription: string;
+  importNow(): KeyObject;
+  import(): Promise<KeyObject>;
 }
 /** Beyond this a CSR is a bulk request in disguise; it also bounds the work spent validating names. */
 const MAX_DNS_NAMES = 100;
@@ -327,10 +335,13 @@ function decodeCsrPem(pem: string): Buffer {
 }
 
 /**
- * Checks the SubjectPublicKeyInfo and imports the key. The key is imported from its raw parts (JWK) rather
- * than from the DER: OpenSSL 3's DER decoder costs about twice as much, and this is on every issuance.
+ * Checks the SubjectPublicKeyInfo and says how to import the key. Keys are imported from their raw parts,
+ * never from the DER: OpenSSL 3's DER decoder costs about twice as much, and this is on every issuance.
+ * An EC point has two ways in. WebCrypto's raw import (used off the synchronous path) costs about two thirds
+ * of a JWK import, because OpenSSL's JWK route also multiplies the point by the group order, a check that
+ * says nothing on P-256 and P-384 (cofactor 1) once the point is known to be on the curve; both check that.
  */
-function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDescription: string; publicKey: KeyObject } {
+function checkPublicKey(der: Buffer, spki: Tlv): CheckedPublicKey {
   const [algorithm, subjectPublicKey, ...rest] = inside("public key", () => children(der, spki));
   if (!algorithm || !subjectPublicKey || rest.length > 0 || algorithm.tag !== TAG.SEQUENCE) {
     throw new BadCsrError("the CSR's public key is not a valid SubjectPublicKeyInfo");
@@ -358,17 +369,27 @@ function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDes
       throw new BadCsrError(`the CSR's ${curve.name} public key must be an uncompressed point (starting 0x04)`);
     }
     const half = (curve.pointLength - 1) / 2;
-    let publicKey: KeyObject;
-    try {
-      // Importing checks that the point is on the curve.
-      publicKey = createPublicKey({
-        key: { kty: "EC", crv: curve.name, x: base64url(point.subarray(1, 1 + half)), y: base64url(point.subarray(1 + half)) },
-        format: "jwk",
-      });
-    } catch (cause) {
-      throw new BadCsrError(`the CSR's public key is not a valid point on ${curve.name}`, { cause });
-    }
-    return { keyType: "ec", keyDescription: curve.name, publicKey };
+    const notOnCurve = (cause: unknown): BadCsrError =>
+      new BadCsrError(`the CSR's public key is not a valid point on ${curve.name}`, { cause });
+    return {
+      keyType: "ec",
+      keyDescription: curve.name,
+      importNow: () => {
+        try {
+          return createPublicKey({
+            key: { kty: "EC", crv: curve.name, x: base64url(point.subarray(1, 1 + half)), y: base64url(point.subarray(1 + half)) },
+            format: "jwk",
+          });
+        } catch (cause) {
+          throw notOnCurve(cause);
+        }
+      },
+      import: () =>
+        webcrypto.subtle.importKey("raw", point, { name: "ECDSA", namedCurve: curve.name }, true, ["verify"]).then(
+          (key) => KeyObject.from(key),
+          (cause: unknown) => Promise.reject(notOnCurve(cause)),
+        ),
+    };
   }
 
   if (algorithmId === id_rsaEncryption) {
@@ -399,13 +420,14 @@ function checkPublicKey(der: Buffer, spki: Tlv): { keyType: "ec" | "rsa"; keyDes
         `unsupported key: ${description} with public exponent ${exponentValue} (only 65537 is accepted), ${USE_SUPPORTED_KEY}`,
       );
     }
-    let publicKey: KeyObject;
-    try {
-      publicKey = createPublicKey({ key: { kty: "RSA", n: base64url(modulus), e: base64url(exponent) }, format: "jwk" });
-    } catch (cause) {
-      throw new BadCsrError("the CSR's RSA public key is malformed", { cause });
-    }
-    return { keyType: "rsa", keyDescription: description, publicKey };
+    const importNow = (): KeyObject => {
+      try {
+        return createPublicKey({ key: { kty: "RSA", n: base64url(modulus), e: base64url(exponent) }, format: "jwk" });
+      } catch (cause) {
+        throw new BadCsrError("the CSR's RSA public key is malformed", { cause });
+      }
+    };
+    return { keyType: "rsa", keyDescription: description, importNow, import: async () => importNow() };
   }
 
   const name = REFUSED_KEY_ALGORITHMS.get(algorithmId) ?? `key algorithm ${algorithmId}`;
@@ -567,7 +589,7 @@ function checkNames(der: Buffer, attributes: Tlv): { spiffeId: string; dnsNames:
  *   error is kept as `cause`.
  * @throws RangeError if `options.maxPemBytes` is not a positive integer (a programming error, not bad input).
  */
-function readCsr(pem: string, options?: ParseCsrOptions): { proof: ProofOfPossession; complete: () => ParsedCsr } {
+function readCsr(pem: string, options?: ParseCsrOptions): { proof: ProofOfPossession; complete: (publicKey: KeyObject) => ParsedCsr } {
   const maxPemBytes = options?.maxPemBytes ?? DEFAULT_MAX_PEM_BYTES;
   if (!Number.isSafeInteger(maxPemBytes) || maxPemBytes <= 0) {
     throw new RangeError(`maxPemBytes must be a positive integer, got ${maxPemBytes}`);
@@ -639,13 +661,14 @@ function readCsr(pem: string, options?: ParseCsrOptions): { proof: ProofOfPosses
   }
 
   // Step 5: key, then the signature algorithm; proof of possession is the caller's next step.
-  const { keyType, keyDescription, publicKey } = checkPublicKey(der, spki);
+  const key = checkPublicKey(der, spki);
+  const { keyType, keyDescription } = key;
   const signatureAlgorithm = checkSignatureAlgorithm(der, signatureAlgorithmElement, keyType);
   const signatureValue = inside("signature", () => bitStringOctets(der, signatureElement, "the signature"));
   return {
-    proof: { hash: signatureAlgorithm.hash, signedBytes: der.subarray(cri.start, cri.end), publicKey, signatureValue },
+    proof: { hash: signatureAlgorithm.hash, signedBytes: der.subarray(cri.start, cri.end), key, signatureValue },
     // Step 6: the names, only once the request is known to be authentic.
-    complete: () => {
+    complete: (publicKey: KeyObject) => {
       const { spiffeId, dnsNames } = checkNames(der, attributes);
       return Object.freeze({
         der,
@@ -668,14 +691,15 @@ const POSSESSION_REFUSED = "the CSR's signature does not verify: it must be sign
  */
 export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
   const { proof, complete } = readCsr(pem, options);
+  const publicKey = proof.key.importNow();
   let valid: boolean;
   try {
-    valid = verify(proof.hash, proof.signedBytes, proof.publicKey, proof.signatureValue);
+    valid = verify(proof.hash, proof.signedBytes, publicKey, proof.signatureValue);
   } catch (cause) {
     throw new BadCsrError(POSSESSION_REFUSED, { cause });
   }
   if (!valid) throw new BadCsrError(POSSESSION_REFUSED);
-  return complete();
+  return complete(publicKey);
 }
 
 /**
@@ -684,12 +708,13 @@ export function parseCsr(pem: string, options?: ParseCsrOptions): ParsedCsr {
  */
 export async function parseCsrOffThread(pem: string, options?: ParseCsrOptions): Promise<ParsedCsr> {
   const { proof, complete } = readCsr(pem, options);
+  const publicKey = await proof.key.import();
   const valid = await new Promise<boolean>((resolve, reject) => {
-    verify(proof.hash, proof.signedBytes, proof.publicKey, proof.signatureValue, (error, result) => {
+    verify(proof.hash, proof.signedBytes, publicKey, proof.signatureValue, (error, result) => {
       if (error) reject(new BadCsrError(POSSESSION_REFUSED, { cause: error }));
       else resolve(result);
     });
   });
   if (!valid) throw new BadCsrError(POSSESSION_REFUSED);
-  return complete();
+  return complete(publicKey);
 }

@@ -6,7 +6,7 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { parseCsr } from "../../src/ca/csr.js";
+import { parseCsr, parseCsrOffThread } from "../../src/ca/csr.js";
 import { BadCsrError } from "../../src/common/errors.js";
 import { decodePem, encodePem } from "../../src/common/pem.js";
 
@@ -215,6 +215,15 @@ describe("parseCsr on hand-built CSRs", () => {
     it("an EC point that is not on the curve", () => {
       const spki = flipped(p256Key.publicKey.export({ format: "der", type: "spki" }), -1, 0x01);
       expectBadCsr(toPem(buildCsr({ spki })), "not a valid point on P-256");
+    });
+
+    it("an EC point that is not on the curve, on the path issuance takes (raw import, verification off the event loop)", async () => {
+      const spki = flipped(p256Key.publicKey.export({ format: "der", type: "spki" }), -1, 0x01);
+      const refusal = await parseCsrOffThread(toPem(buildCsr({ spki }))).catch((error: unknown) => error);
+      expect(refusal).toBeInstanceOf(BadCsrError);
+      expect((refusal as Error).message).toContain("not a valid point on P-256");
+      const accepted = await parseCsrOffThread(toPem(buildCsr({})));
+      expect(accepted.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
     });
 
     it("a compressed EC point", () => {
