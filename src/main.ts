@@ -201,8 +201,22 @@ async function ensureTransparencyLogKey(keyStore: KeyStore, config: Config, logg
   }
 }
 
-/** Starts the listeners of one service process on a prepared data folder. */
-export async function startService(config: Config, logger: Logger, clock: Clock = systemClock): Promise<RunningService> {
+/**
+ * The variable through which a cluster's primary tells exactly one worker to run the sweeps over shared
+ * state: sequencing the transparency log, re-signing ageing OCSP responses and CRLs, retiring intermediates.
+ * Every process could run them safely (SQLite serialises the writes), but each would do the work again.
+ */
+const SWEEPER_VARIABLE = "ANCHORAGE_CLUSTER_SWEEPER";
+
+/**
+ * Starts the listeners of one service process on a prepared data folder. `runsSweeps` is false only for the
+ * workers of a cluster that another worker sweeps for.
+ */
+export async function startService(
+  config: Config,
+  logger: Logger,
+  { clock = systemClock, runsSweeps = true }: { readonly clock?: Clock; readonly runsSweeps?: boolean } = {},
+): Promise<RunningService> {
   const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
   if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
 
@@ -273,7 +287,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     logger: logger.child({ component: "crl" }),
     settings: config.crl,
   });
-  await crlPublisher.start();
+  if (runsSweeps) await crlPublisher.start();
   ocspResponder = new OcspResponder({
     repository: new SqliteOcspRepository(db),
     keyStore,
@@ -282,7 +296,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     logger: logger.child({ component: "ocsp" }),
     settings: { ...DEFAULT_OCSP_SETTINGS, responseValiditySeconds: config.ocsp.responseValiditySeconds },
   });
-  await ocspResponder.start();
+  await ocspResponder.start({ refreshStoredResponses: runsSweeps });
   const presignOcsp = ocspResponder;
   const transparencyLog = new TransparencyLog({
     repository: new SqliteTransparencyLogRepository(db),
@@ -295,7 +309,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
       batchLimit: 20_000,
     },
   });
-  transparencyLog.start();
+  if (runsSweeps) transparencyLog.start();
   // Rotation steps taken in any process (or by the admin CLI) reach this one through the watcher.
   authorityWatcher.subscribe((snapshot) => {
     issuers
@@ -318,14 +332,15 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     ownership,
   });
   // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
-  const retirement = setInterval(() => {
-    try {
-      rotation.retireExpired();
-    } catch (error) {
-      logger.error({ err: error }, "automatic retirement check failed");
-    }
-  }, 60_000);
-  retirement.unref();
+  const retirement = runsSweeps
+    ? setInterval(() => {
+        try {
+          rotation.retireExpired();
+        } catch (error) {
+          logger.error({ err: error }, "automatic retirement check failed");
+        }
+      }, 60_000).unref()
+    : undefined;
   const services: Services = {
     issuance,
     enrollmentTokens,
@@ -410,7 +425,7 @@ export async function startService(config: Config, logger: Logger, clock: Clock 
     if (issuer.id !== serverCertificate.issuerId) void renewServerCertificate("a new intermediate is active");
   });
 
-  logger.info({ graphqlPort, httpPort, issuerId: issuers.active().id, publicBaseUrl: baseUrl }, "listeners up");
+  logger.info({ graphqlPort, httpPort, issuerId: issuers.active().id, publicBaseUrl: baseUrl, runsSweeps }, "listeners up");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -464,14 +479,18 @@ interface ListeningMessage {
  * Several processes share the listeners (the cluster module hands connections round-robin), the SQLite file
  * (WAL, one writer at a time) and the token (each process has its own PKCS#11 sessions). The primary
  * prepares the data folder, starts the workers, replaces one that dies, and stops them all on SIGTERM.
+ * One worker at a time runs the sweeps; the replacement of that worker takes them over.
  */
 async function runPrimary(config: Config, logger: Logger): Promise<void> {
   await prepareDataFolder(config, logger);
   let stopping = false;
   let announced = false;
   const listening = new Map<number, ListeningMessage>();
+  let sweeperId: number | undefined;
   const fork = (): void => {
-    const worker = cluster.fork();
+    const runsSweeps = sweeperId === undefined;
+    const worker = cluster.fork({ [SWEEPER_VARIABLE]: runsSweeps ? "1" : "0" });
+    if (runsSweeps) sweeperId = worker.id;
     worker.on("message", (message: ListeningMessage) => {
       if (message?.type !== "listening") return;
       listening.set(worker.id, message);
@@ -483,6 +502,7 @@ async function runPrimary(config: Config, logger: Logger): Promise<void> {
   };
   cluster.on("exit", (worker, code, signal) => {
     listening.delete(worker.id);
+    if (worker.id === sweeperId) sweeperId = undefined;
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
       return;
@@ -505,7 +525,7 @@ async function runService(config: Config, logger: Logger, inCluster: boolean): P
   let service: RunningService;
   try {
     if (!inCluster) await prepareDataFolder(config, logger);
-    service = await startService(config, logger);
+    service = await startService(config, logger, { runsSweeps: !inCluster || process.env[SWEEPER_VARIABLE] === "1" });
   } catch (error) {
     logger.error({ err: error }, "start-up failed");
     process.exit(1);

@@ -135,12 +135,16 @@ export class OcspResponder {
     },
   ) {}
 
-  /** Loads or creates the responder certificates, then keeps them and the stored responses fresh. */
-  async start(checkEveryMs = 60_000): Promise<void> {
+  /**
+   * Loads or creates the responder certificates, then keeps them fresh. With `refreshStoredResponses` it
+   * also re-signs stored responses that near their nextUpdate: they are shared by every process, so one
+   * process of a cluster does that for all.
+   */
+  async start(options: { readonly refreshStoredResponses: boolean; readonly checkEveryMs?: number } = { refreshStoredResponses: true }): Promise<void> {
     await this.ensureResponders();
     this.timer = setInterval(() => {
-      this.maintain().catch((error: unknown) => this.deps.logger.error({ err: error }, "OCSP maintenance failed"));
-    }, checkEveryMs);
+      this.maintain(options.refreshStoredResponses).catch((error: unknown) => this.deps.logger.error({ err: error }, "OCSP maintenance failed"));
+    }, options.checkEveryMs ?? 60_000);
     this.timer.unref();
   }
 
@@ -266,8 +270,9 @@ export class OcspResponder {
     return this.ensureResponders();
   }
 
-  private async maintain(): Promise<void> {
+  private async maintain(refreshStoredResponses: boolean): Promise<void> {
     await this.ensureResponders();
+    if (!refreshStoredResponses) return;
     const now = this.deps.clock.now();
     const margin = (this.deps.settings.responseValiditySeconds * 1000) / 3;
     for (const due of this.deps.repository.responsesDue(new Date(now.getTime() + margin), now, 1000)) {

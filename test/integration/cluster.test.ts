@@ -3,7 +3,8 @@ import "reflect-metadata";
  * The real service with ANCHORAGE_WORKERS=2 (node:cluster): one primary that prepares the data folder and two
  * workers that share the listeners, the SQLite file and the SoftHSM token. Checked from outside, as an
  * operator would: the process tree (ps), one "listening" line, issuance spread over both workers and all of
- * it stored, a token's uses counted exactly when both processes race for it, and a clean stop on SIGTERM.
+ * it stored, a token's uses counted exactly when both processes race for it, one worker running the sweeps
+ * over shared state (and its replacement after it is killed), and a clean stop on SIGTERM.
  *
  * One service for the file; the tests run in order and the last one stops it.
  */
@@ -90,6 +91,14 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
 
   const admin = (query: string, variables?: Record<string, unknown>) => service.gql(query, variables, { bearer: service.adminKey });
 
+  /** The service's JSON log lines (primary and workers) with the message `msg`, parsed. */
+  const logLines = (msg: string): ({ pid: number } & Record<string, unknown>)[] =>
+    service
+      .logs()
+      .split("\n")
+      .filter((line) => line.includes(`"msg":${JSON.stringify(msg)}`))
+      .map((line) => JSON.parse(line) as { pid: number } & Record<string, unknown>);
+
   async function createToken(spiffeId: string, uses: number): Promise<{ id: string; token: string }> {
     const response = await within(admin(CREATE_TOKEN, { input: { spiffeId, uses } }), REQUEST_WITHIN_MS, "createEnrollmentToken");
     expect(response.body.errors, JSON.stringify(response.body.errors)).toBeUndefined();
@@ -148,11 +157,7 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     const announcement = JSON.parse(listening[0] as string) as { pid: number; workers: number; graphqlPort: number; httpPort: number };
     expect(announcement).toMatchObject({ pid: service.pid, workers: 2, graphqlPort: service.graphqlPort, httpPort: service.httpPort });
     // Each worker started its own listeners (shared through the primary) and said so once.
-    const workerLines = service
-      .logs()
-      .split("\n")
-      .filter((line) => line.includes('"msg":"listeners up"'))
-      .map((line) => (JSON.parse(line) as { pid: number }).pid);
+    const workerLines = logLines("listeners up").map((line) => line.pid);
     expect(workerLines.sort()).toEqual([...workerPids].sort());
 
     const ready = await service.http("/readyz");
@@ -236,6 +241,44 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     expect(service.sqlValue("SELECT count(DISTINCT authority_id) FROM ocsp_signers")).toBe(intermediates);
   });
 
+  it("gives the sweeps over shared state to exactly one worker, and to its replacement when that worker dies", async () => {
+    const started = (): ({ pid: number } & Record<string, unknown>)[] => logLines("listeners up");
+    const sweepers = started().filter((line) => line.runsSweeps);
+    expect(sweepers, service.logs()).toHaveLength(1);
+    const sweeper = (sweepers[0] as { pid: number }).pid;
+    expect(started().find((line) => !line.runsSweeps)?.pid).toBe(workerPids.find((pid) => pid !== sweeper));
+    // The workers' own certificates and the issuances above have been sequenced, by the sweeper alone.
+    expect(new Set(logLines("transparency log checkpoint signed").map((line) => line.pid))).toEqual(new Set([sweeper]));
+
+    process.kill(sweeper, "SIGKILL");
+    const deadline = Date.now() + 30_000;
+    let replacement: number | undefined;
+    while (replacement === undefined && Date.now() < deadline) {
+      await sleep(100);
+      replacement = started().find((line) => line.runsSweeps && line.pid !== sweeper)?.pid;
+    }
+    expect(replacement, service.logs().slice(-4000)).toBeDefined();
+    expect(started().filter((line) => line.runsSweeps)).toHaveLength(2);
+    workerPids = [...workerPids.filter((pid) => pid !== sweeper), replacement as number];
+
+    // The replacement sequences the log: a certificate issued now reaches it.
+    const spiffeId = spiffe("ns/after-failover/sa/app");
+    const token = await createToken(spiffeId, 1);
+    const issued = await gqlOnNewConnection(ISSUE, { input: { csr: makeCsr({ spiffeId }).csrPem, token: token.token } });
+    expect(issued.body.errors, JSON.stringify(issued.body.errors)).toBeUndefined();
+    const serial = issued.body.data.issueCertificate.serial as string;
+    let proof: any;
+    while (Date.now() < deadline + 10_000) {
+      proof = await within(admin(`query ($serial: String!) { inclusionProof(serial: $serial) { leafIndex treeSize } }`, { serial }), REQUEST_WITHIN_MS, "inclusionProof");
+      if (!proof.body.errors) break;
+      expect(proof.body.errors[0].extensions?.code).toBe("NOT_FOUND");
+      await sleep(200);
+    }
+    expect(proof.body.errors, JSON.stringify(proof.body.errors)).toBeUndefined();
+    expect(proof.body.data.inclusionProof.leafIndex).toBeLessThan(proof.body.data.inclusionProof.treeSize);
+    expect(new Set(logLines("transparency log checkpoint signed").map((line) => line.pid))).toEqual(new Set([sweeper, replacement]));
+  }, 60_000);
+
   it("stops the primary and both workers with exit code 0 within 15 s of SIGTERM", async () => {
     expect(workerPids).toHaveLength(2);
     for (const pid of workerPids) expect(processInfo(pid), `worker ${pid} should be running`).toBeDefined();
@@ -252,11 +295,7 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     for (const pid of workerPids) expect(processInfo(pid), `worker ${pid} outlived the primary`).toBeUndefined();
 
     // Each worker shut down its own listeners, HSM sessions and database, and said so.
-    const stopped = service
-      .logs()
-      .split("\n")
-      .filter((line) => line.includes('"msg":"stopped"'))
-      .map((line) => (JSON.parse(line) as { pid: number }).pid);
+    const stopped = logLines("stopped").map((line) => line.pid);
     expect(stopped.sort()).toEqual([...workerPids].sort());
   });
 });
