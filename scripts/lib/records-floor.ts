@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditEvent } from "../../src/audit/audit-log.js";
+import type { CertificateRevocationStatus, StoredOcspResponse } from "../../src/revocation/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
 import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
@@ -81,7 +82,7 @@ export async function durableRecordsCost(seconds: number, inFlight: number): Pro
       details: { spiffeId, issuerId: authorityId },
     });
 
-    const presigned: Parameters<SqliteOcspRepository["saveResponses"]>[0][number][] = [];
+    const presigned: { response: StoredOcspResponse; signedStatus: CertificateRevocationStatus["kind"] }[] = [];
     const issueOne = async (): Promise<void> => {
       const serial = randomBytes(16).toString("hex");
       const at = new Date();

@@ -245,15 +245,15 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     const started = (): ({ pid: number } & Record<string, unknown>)[] => logLines("listeners up");
     const sweepers = started().filter((line) => line.runsSweeps);
     expect(sweepers, service.logs()).toHaveLength(1);
-    const sweeper = (sweepers[0] as { pid: number }).pid;
+    const sweeper = sweepers[0]?.pid;
     expect(started().find((line) => !line.runsSweeps)?.pid).toBe(workerPids.find((pid) => pid !== sweeper));
     // The workers' own certificates and the issuances above have been sequenced, by the sweeper alone.
     expect(new Set(logLines("transparency log checkpoint signed").map((line) => line.pid))).toEqual(new Set([sweeper]));
 
-    process.kill(sweeper, "SIGKILL");
-    const deadline = Date.now() + 30_000;
+    process.kill(sweeper as number, "SIGKILL");
+    const replacedBy = Date.now() + 30_000;
     let replacement: number | undefined;
-    while (replacement === undefined && Date.now() < deadline) {
+    while (replacement === undefined && Date.now() < replacedBy) {
       await sleep(100);
       replacement = started().find((line) => line.runsSweeps && line.pid !== sweeper)?.pid;
     }
@@ -268,7 +268,8 @@ describe.skipIf(missing !== undefined)(`the service with two worker processes${m
     expect(issued.body.errors, JSON.stringify(issued.body.errors)).toBeUndefined();
     const serial = issued.body.data.issueCertificate.serial as string;
     let proof: any;
-    while (Date.now() < deadline + 10_000) {
+    const sequencedBy = Date.now() + 10_000;
+    while (Date.now() < sequencedBy) {
       proof = await within(admin(`query ($serial: String!) { inclusionProof(serial: $serial) { leafIndex treeSize } }`, { serial }), REQUEST_WITHIN_MS, "inclusionProof");
       if (!proof.body.errors) break;
       expect(proof.body.errors[0].extensions?.code).toBe("NOT_FOUND");
