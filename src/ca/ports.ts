@@ -148,9 +148,10 @@ export interface IssuanceAuthorizer {
 }
 
 /**
- * Port implemented by `src/policy`: whether the credential a lineage started with still stands. Returns why
- * it does not (revoked token, deleted registration, JWT issuer no longer configured), or undefined.
+ * Port implemented by `src/policy`: whether the credential a lineage of `spiffeId` started with still stands.
+ * Returns why it does not (revoked token, deleted or re-targeted registration, JWT issuer no longer
+ * configured), or undefined.
  */
 export interface OriginStanding {
-  refusal(origin: CertificateOrigin): string | undefined;
+  refusal(origin: CertificateOrigin, spiffeId: string): string | undefined;
 }

@@ -44,7 +44,7 @@ export class RenewalService {
     let current: CertificateRecord | undefined;
     try {
       current = this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
-      const refusal = current.origin ? this.deps.origins.refusal(current.origin) : undefined;
+      const refusal = current.origin ? this.deps.origins.refusal(current.origin, current.spiffeId) : undefined;
       if (refusal) throw new ForbiddenError(`certificate ${current.serial} can no longer renew: ${refusal}`);
     } catch (error) {
       if (error instanceof AnchorageError) {

@@ -17,7 +17,7 @@ export class CredentialStanding implements OriginStanding {
     },
   ) {}
 
-  refusal(origin: CertificateOrigin): string | undefined {
+  refusal(origin: CertificateOrigin, spiffeId: string): string | undefined {
     if (origin.kind === "system") return undefined;
     if (origin.kind === "token") {
       const token = this.deps.tokens.get(origin.tokenId);
@@ -27,8 +27,12 @@ export class CredentialStanding implements OriginStanding {
     if (origin.kind === "jwt" && !this.deps.jwtIssuers.has(origin.issuer)) {
       return `the JWT issuer ${JSON.stringify(origin.issuer)} its lineage started with is no longer configured`;
     }
-    if (origin.registrationId !== null && !this.deps.registrations.get(origin.registrationId)) {
-      return `the registration ${origin.registrationId} its lineage started with was deleted`;
+    if (origin.registrationId !== null) {
+      const registration = this.deps.registrations.get(origin.registrationId);
+      if (!registration) return `the registration ${origin.registrationId} its lineage started with was deleted`;
+      if (registration.spiffeId !== spiffeId) {
+        return `the registration ${origin.registrationId} its lineage started with is now for ${registration.spiffeId}`;
+      }
     }
     return undefined;
   }
