@@ -41,6 +41,7 @@ import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
 import { JwtAttestor } from "./policy/jwt-attestation.js";
+import { CredentialStanding } from "./policy/origin-standing.js";
 import { RegistrationService } from "./policy/registrations.js";
 import { CrlPublisher } from "./revocation/crl-publisher.js";
 import { ocspErrorResponse } from "./revocation/ocsp-codec.js";
@@ -118,7 +119,14 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
   const ipAddresses = octets ? [octets] : [];
   const issued = await issuance.issueWithGrant(
     { csr: csr.toString("pem"), ttlSeconds: config.issuance.maxTtlSeconds },
-    { requester: "system:anchorage", spiffeId, dnsNames, maxTtlSeconds: config.issuance.maxTtlSeconds, ipAddresses },
+    {
+      requester: "system:anchorage",
+      spiffeId,
+      dnsNames,
+      maxTtlSeconds: config.issuance.maxTtlSeconds,
+      ipAddresses,
+      origin: { kind: "system", maxTtlSeconds: config.issuance.maxTtlSeconds },
+    },
   );
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey));
   return {
@@ -222,8 +230,9 @@ export async function startService(
 
   const { db, auditEvents, audit, certificateStore, crls, authorities, authorityRepository, apiKeys } = openState(config, logger, clock);
   const registrationRepository = new SqliteRegistrationRepository(db);
+  const enrollmentTokenRepository = new SqliteEnrollmentTokenRepository(db);
   const enrollmentTokens = new EnrollmentTokenService(
-    new SqliteEnrollmentTokenRepository(db),
+    enrollmentTokenRepository,
     audit,
     clock,
     { trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, ...DEFAULT_TOKEN_SETTINGS },
@@ -362,6 +371,11 @@ export async function startService(
       clock,
       maxTtlSeconds: config.issuance.maxTtlSeconds,
       settings: config.renewal,
+      origins: new CredentialStanding({
+        tokens: enrollmentTokenRepository,
+        registrations: registrationRepository,
+        jwtIssuers: new Set(config.jwtIssuers.map((issuer) => issuer.issuer)),
+      }),
     }),
     revocation: new RevocationService({
       repository: revocations,

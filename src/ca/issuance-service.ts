@@ -4,6 +4,7 @@ import type { Clock } from "../common/clock.js";
 import {
   AnchorageError,
   BadUserInputError,
+  ForbiddenError,
   InternalError,
   type ErrorCode,
   PolicyViolationError,
@@ -160,7 +161,11 @@ export class IssuanceService {
           ? new PolicyViolationError(
               `certificate ${plan.grant.renewal?.predecessorSerial} was already renewed (by ${reservation.successorSerial}); only the newest certificate of a lineage may renew`,
             )
-          : new UnauthenticatedError("the enrollment token is unknown, expired or used up");
+          : reservation?.reason === "PREDECESSOR_REVOKED"
+            ? new ForbiddenError(`certificate ${plan.grant.renewal?.predecessorSerial} was revoked while its renewal was being prepared`)
+            : reservation?.reason === "JWT_REPLAYED"
+              ? new UnauthenticatedError("the JWT was already used to obtain a certificate; present a fresh one")
+              : new UnauthenticatedError("the enrollment token is unknown, expired or used up");
       outcomes[index] = this.refuse(refusal, requests[index] as IssueRequest, context, plan.grant);
       return false;
     });
@@ -203,6 +208,7 @@ export class IssuanceService {
         abandoned.push({
           serial: prepared.serial,
           ...(prepared.consumeTokenHash ? { refundTokenHash: prepared.consumeTokenHash } : {}),
+          ...(prepared.consumeJwt ? { refundJwt: prepared.consumeJwt } : {}),
           audit: {
             type: "issuance.failed" as const,
             actor: prepared.requester,
@@ -258,6 +264,8 @@ export class IssuanceService {
         requester: grant.requester,
         tbsDer: issuer.template.buildTbs(fields),
         ...(grant.consumeTokenHash ? { consumeTokenHash: grant.consumeTokenHash } : {}),
+        ...(grant.consumeJwt ? { consumeJwt: grant.consumeJwt } : {}),
+        ...(grant.origin ? { origin: grant.origin } : {}),
         ...(grant.renewal ? { predecessorSerial: grant.renewal.predecessorSerial } : {}),
         audit: {
           type: "issuance.prepared",

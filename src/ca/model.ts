@@ -46,7 +46,18 @@ export interface CertificateRecord {
   readonly issuedAt: Date;
   readonly revokedAt: Date | null;
   readonly revocationReason: string | null;
+  /** The credential the lineage started with; null for certificates issued before origins were recorded. */
+  readonly origin?: CertificateOrigin | null;
 }
+
+/**
+ * The credential a lineage of certificates started with, and the longest lifetime it allowed. Renewals inherit
+ * both: they never outlive the cap, and stop once the credential is revoked or deleted.
+ */
+export type CertificateOrigin =
+  | { readonly kind: "token"; readonly tokenId: string; readonly registrationId: string | null; readonly maxTtlSeconds: number }
+  | { readonly kind: "jwt"; readonly issuer: string; readonly subject: string; readonly registrationId: string | null; readonly maxTtlSeconds: number }
+  | { readonly kind: "system"; readonly maxTtlSeconds: number };
 
 export interface CertificateFilter {
   readonly serial?: string;

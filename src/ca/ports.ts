@@ -1,5 +1,5 @@
 import type { AuditEvent } from "../audit/audit-log.js";
-import type { AuthorityRecord, AuthorityStatus, CertificateFilter, CertificateRecord, Page } from "./model.js";
+import type { AuthorityRecord, AuthorityStatus, CertificateFilter, CertificateOrigin, CertificateRecord, Page } from "./model.js";
 
 /** Port for the CA records. Implemented in `src/store`. */
 export interface AuthorityRepository {
@@ -46,9 +46,21 @@ export interface PreparedIssuance {
   readonly tbsDer: Buffer;
   /** Hash of the enrollment token to consume with this reservation, if the request used one. */
   readonly consumeTokenHash?: Buffer;
-  /** The certificate a renewal replaces; the reservation fails if it already has a live successor. */
+  /** The certificate a renewal replaces; the reservation fails if it already has a live successor or was revoked. */
   readonly predecessorSerial?: string;
+  /** Recorded with the certificate, so that its renewals inherit it. */
+  readonly origin?: CertificateOrigin;
+  /** A single-use JWT to record as used with this reservation; the reservation fails if it already was. */
+  readonly consumeJwt?: JwtUse;
   readonly audit: AuditEvent;
+}
+
+/** One presentation of a JWT that may obtain a certificate only once: remembered until the token expires. */
+export interface JwtUse {
+  readonly issuer: string;
+  readonly tokenId: string;
+  /** When the token can no longer verify (its exp plus the clock tolerance); the use is forgotten after that. */
+  readonly expiresAt: Date;
 }
 
 export interface CompletedIssuance {
@@ -62,6 +74,8 @@ export interface AbandonedIssuance {
   readonly serial: string;
   /** Gives the use back: a request the CA could not serve does not cost the caller its token. */
   readonly refundTokenHash?: Buffer;
+  /** Forgets the JWT's use, for the same reason. */
+  readonly refundJwt?: JwtUse;
   readonly audit: AuditEvent;
 }
 
@@ -69,7 +83,9 @@ export interface AbandonedIssuance {
 export type ReservationResult =
   | { readonly ok: true }
   | { readonly ok: false; readonly reason: "TOKEN_EXHAUSTED" }
-  | { readonly ok: false; readonly reason: "SUPERSEDED"; readonly successorSerial: string };
+  | { readonly ok: false; readonly reason: "SUPERSEDED"; readonly successorSerial: string }
+  | { readonly ok: false; readonly reason: "PREDECESSOR_REVOKED" }
+  | { readonly ok: false; readonly reason: "JWT_REPLAYED" };
 
 /**
  * The durable side of the issuance cycle (DESIGN.md: record intent → sign → store). Every method is one
@@ -109,6 +125,10 @@ export interface IssuanceGrant {
   readonly dnsNames: readonly string[];
   readonly maxTtlSeconds: number;
   readonly consumeTokenHash?: Buffer;
+  /** Set for single-use JWTs: recorded as used in the reservation's transaction, like a token's use. */
+  readonly consumeJwt?: JwtUse;
+  /** The credential this grant comes from (inherited from the predecessor for renewals). */
+  readonly origin?: CertificateOrigin;
   /** iPAddress SANs to add; only trusted grants (the service's own certificate) carry them. */
   readonly ipAddresses?: readonly Buffer[];
   /** Set for renewals: the CSR must ask for exactly the grant's identity, and (unless allowed) a new key. */
@@ -125,4 +145,13 @@ export interface IssuanceGrant {
  */
 export interface IssuanceAuthorizer {
   authorize(credentials: IssuanceCredentials, now: Date): IssuanceGrant | Promise<IssuanceGrant>;
+}
+
+/**
+ * Port implemented by `src/policy`: whether the credential a lineage of `spiffeId` started with still stands.
+ * Returns why it does not (revoked token, deleted or re-targeted registration, JWT issuer no longer
+ * configured), or undefined.
+ */
+export interface OriginStanding {
+  refusal(origin: CertificateOrigin, spiffeId: string): string | undefined;
 }

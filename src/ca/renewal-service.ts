@@ -1,8 +1,10 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../common/clock.js";
-import { AnchorageError } from "../common/errors.js";
+import { AnchorageError, ForbiddenError } from "../common/errors.js";
 import { subjectPublicKeyInfoOf, type CertificateOwnership } from "./certificate-ownership.js";
 import type { IssuanceService, IssuedCertificate, RequestContext } from "./issuance-service.js";
+import type { CertificateRecord } from "./model.js";
+import type { OriginStanding } from "./ports.js";
 
 export interface RenewalSettings {
   /** How long after expiry a certificate may still renew itself; 0 (the default) means not at all. */
@@ -20,6 +22,10 @@ export interface RenewRequest {
  * Renewal over mutual TLS: the current certificate is the credential. The new certificate keeps the
  * identity exactly, gets a fresh lifetime and records its predecessor; the ledger refuses a second successor
  * of the same certificate atomically, so only the newest certificate of a lineage can renew.
+ *
+ * A lineage stays within the credential it started with (its origin, recorded on every certificate): a
+ * renewal never gets a longer lifetime than that credential allowed, and is refused once the credential was
+ * revoked or deleted. Certificates from before origins were recorded renew under the operator maximum.
  */
 export class RenewalService {
   constructor(
@@ -30,18 +36,22 @@ export class RenewalService {
       readonly clock: Clock;
       readonly maxTtlSeconds: number;
       readonly settings: RenewalSettings;
+      readonly origins: OriginStanding;
     },
   ) {}
 
   async renew(clientCertificate: Buffer | undefined, request: RenewRequest, context: RequestContext = {}): Promise<IssuedCertificate> {
-    let current;
+    let current: CertificateRecord | undefined;
     try {
       current = this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
+      const refusal = current.origin ? this.deps.origins.refusal(current.origin, current.spiffeId) : undefined;
+      if (refusal) throw new ForbiddenError(`certificate ${current.serial} can no longer renew: ${refusal}`);
     } catch (error) {
       if (error instanceof AnchorageError) {
         this.deps.audit.record({
           type: "issuance.refused",
-          actor: clientCertificate ? "certificate:unverified" : "anonymous",
+          actor: current ? `certificate:${current.serial}` : clientCertificate ? "certificate:unverified" : "anonymous",
+          ...(current ? { subject: current.spiffeId } : {}),
           outcome: "failure",
           code: error.code,
           ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
@@ -56,7 +66,8 @@ export class RenewalService {
         requester: `certificate:${current.serial}`,
         spiffeId: current.spiffeId,
         dnsNames: current.dnsNames,
-        maxTtlSeconds: this.deps.maxTtlSeconds,
+        maxTtlSeconds: Math.min(this.deps.maxTtlSeconds, current.origin?.maxTtlSeconds ?? this.deps.maxTtlSeconds),
+        ...(current.origin ? { origin: current.origin } : {}),
         renewal: {
           predecessorSerial: current.serial,
           predecessorSubjectPublicKeyInfo: subjectPublicKeyInfoOf(current.der),

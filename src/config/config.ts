@@ -144,6 +144,9 @@ const schema = z
             algorithms: z.array(z.string()).optional(),
             jwksCacheSeconds: positiveInt.optional(),
             requireRegistration: z.boolean().optional(),
+            maxTokenAgeSeconds: positiveInt.optional(),
+            singleUseJti: z.boolean().optional(),
+            requireJti: z.boolean().optional(),
           })
           .strict(),
       )

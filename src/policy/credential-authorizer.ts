@@ -23,14 +23,24 @@ export class CredentialAuthorizer implements IssuanceAuthorizer {
     if (!this.jwt) throw new UnauthenticatedError("this CA accepts no JWTs: no JWT issuer is configured");
     const attestation = await this.jwt.attest(credentials.jwt);
     const requester = `jwt:${attestation.issuer}#${attestation.subject}`;
+    // The use is only named here; the ledger records it with the reservation, so a dry run consumes nothing.
+    const consumeJwt =
+      attestation.singleUse && attestation.tokenId !== undefined
+        ? { consumeJwt: { issuer: attestation.issuer, tokenId: attestation.tokenId, expiresAt: attestation.usableUntil } }
+        : {};
+    const origin = (registrationId: string | null, maxTtlSeconds: number) =>
+      ({ kind: "jwt", issuer: attestation.issuer, subject: attestation.subject, registrationId, maxTtlSeconds }) as const;
     // A registration for this exact subject says which identity it obtains, instead of the claim template.
     const registration = this.registrations.findByJwt(attestation.issuer, attestation.subject);
     if (registration) {
+      const maxTtlSeconds = Math.min(registration.maxTtlSeconds, attestation.maxTtlSeconds);
       return {
         requester,
         spiffeId: registration.spiffeId,
         dnsNames: registration.dnsNames,
-        maxTtlSeconds: Math.min(registration.maxTtlSeconds, attestation.maxTtlSeconds),
+        maxTtlSeconds,
+        ...consumeJwt,
+        origin: origin(registration.id, maxTtlSeconds),
       };
     }
     if (this.registrationRequired.has(attestation.issuer)) {
@@ -41,6 +51,8 @@ export class CredentialAuthorizer implements IssuanceAuthorizer {
       spiffeId: attestation.spiffeId,
       dnsNames: attestation.dnsNames,
       maxTtlSeconds: attestation.maxTtlSeconds,
+      ...consumeJwt,
+      origin: origin(null, attestation.maxTtlSeconds),
     };
   }
 }

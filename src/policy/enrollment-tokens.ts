@@ -100,13 +100,16 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
     return { token, record };
   }
 
-  /** Voids a token: its remaining uses are taken away at once, so it obtains nothing more. Idempotent. */
+  /**
+   * Voids a token: its remaining uses are taken away at once, so it obtains nothing more, and the certificates
+   * it obtained can no longer renew. Idempotent.
+   */
   revoke(principal: Principal, id: string, remoteAddress?: string): EnrollmentTokenRecord {
     requireRole(principal, "ADMIN");
     const existing = this.repository.get(id);
     if (!existing) throw new NotFoundError(`no enrollment token with id ${JSON.stringify(id.slice(0, 64))}`);
-    const usesTaken = this.repository.revoke(id);
-    if (usesTaken > 0) {
+    const usesTaken = this.repository.revoke(id, this.clock.now());
+    if (usesTaken > 0 || !existing.revokedAt) {
       this.audit.record({
         type: "token.revoked",
         actor: actorOf(principal),
@@ -129,23 +132,32 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
       throw new UnauthenticatedError("issuance needs an enrollment token (input.token) or a JWT (input.jwt)");
     }
     const record = token.startsWith(`${TOKEN_PREFIX}_`) ? this.repository.findByHash(hashSecret(token)) : undefined;
-    if (!record || record.usesLeft <= 0 || record.expiresAt.getTime() <= now.getTime()) {
+    if (!record || record.revokedAt || record.usesLeft <= 0 || record.expiresAt.getTime() <= now.getTime()) {
       throw new UnauthenticatedError("the enrollment token is unknown, expired or used up");
     }
     if (!record.registrationId) {
-      return { requester: `token:${record.id}`, spiffeId: record.spiffeId, dnsNames: record.dnsNames, maxTtlSeconds: record.maxTtlSeconds, consumeTokenHash: record.tokenHash };
+      return {
+        requester: `token:${record.id}`,
+        spiffeId: record.spiffeId,
+        dnsNames: record.dnsNames,
+        maxTtlSeconds: record.maxTtlSeconds,
+        consumeTokenHash: record.tokenHash,
+        origin: { kind: "token", tokenId: record.id, registrationId: null, maxTtlSeconds: record.maxTtlSeconds },
+      };
     }
     // Made from a registration: what the registration allows now bounds the token.
     const registration = this.registrations?.get(record.registrationId);
     if (!registration || registration.spiffeId !== record.spiffeId) {
       throw new UnauthenticatedError("the registration this enrollment token was made from has been deleted or changed identity");
     }
+    const maxTtlSeconds = Math.min(record.maxTtlSeconds, registration.maxTtlSeconds);
     return {
       requester: `token:${record.id}`,
       spiffeId: record.spiffeId,
       dnsNames: record.dnsNames.filter((name) => registration.dnsNames.includes(name)),
-      maxTtlSeconds: Math.min(record.maxTtlSeconds, registration.maxTtlSeconds),
+      maxTtlSeconds,
       consumeTokenHash: record.tokenHash,
+      origin: { kind: "token", tokenId: record.id, registrationId: registration.id, maxTtlSeconds },
     };
   }
 }

@@ -61,6 +61,15 @@ export interface JwtIssuerSettings {
   jwksCacheSeconds?: number;
   /** Only subjects with a registration get a certificate (the template is not used). Default false. */
   requireRegistration?: boolean;
+  /**
+   * Longest accepted token validity (`exp` − `iat`) and age (now − `iat`), in seconds. Default
+   * {@link DEFAULT_MAX_TOKEN_AGE_SECONDS}. Tokens without `iat` are refused.
+   */
+  maxTokenAgeSeconds?: number;
+  /** A token carrying a `jti` obtains at most one certificate (remembered until it expires). Default true. */
+  singleUseJti?: boolean;
+  /** Tokens without a `jti` are refused, so that every accepted token is single-use. Default false. */
+  requireJti?: boolean;
 }
 
 export interface JwtAttestorOptions {
@@ -89,7 +98,14 @@ export interface JwtAttestation {
   readonly tokenId?: string;
   /** The token's `exp`. */
   readonly expiresAt: Date;
+  /** The last moment the token could still verify (exp plus the clock tolerance): how long a use must be remembered. */
+  readonly usableUntil: Date;
+  /** Whether the token may obtain only one certificate (it has a `jti` and the issuer keeps them single-use). */
+  readonly singleUse: boolean;
 }
+
+/** The default of {@link JwtIssuerSettings.maxTokenAgeSeconds}: an hour, as Kubernetes projects them by default. */
+export const DEFAULT_MAX_TOKEN_AGE_SECONDS = 3600;
 
 /** The algorithms accepted when an issuer does not list its own. */
 export const DEFAULT_JWT_ALGORITHMS: readonly string[] = [
@@ -205,6 +221,9 @@ interface CompiledIssuer {
   /** Variables the templates use, each with its claim path split on dots. */
   readonly variables: ReadonlyArray<{ readonly name: string; readonly path: string; readonly segments: readonly string[] }>;
   readonly maxTtlSeconds: number;
+  readonly maxTokenAgeSeconds: number;
+  readonly singleUseJti: boolean;
+  readonly requireJti: boolean;
   readonly keys: KeyResolver;
 }
 
@@ -256,6 +275,9 @@ function refusalFor(error: unknown): { reason: string; message: string } {
     return { reason: "jwks_unavailable", message: "the JWT issuer's keys could not be fetched; try again later" };
   }
   if (error instanceof joseErrors.JWTExpired) {
+    if (error.claim === "iat") {
+      return { reason: "too_old", message: "the JWT was issued longer ago than this issuer's maximum token age allows (iat claim)" };
+    }
     return { reason: "expired", message: "the JWT has expired" };
   }
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
@@ -268,6 +290,11 @@ function refusalFor(error: unknown): { reason: string; message: string } {
     }
     if (claim === "exp" && reason === "missing") {
       return { reason: "no_expiry", message: "the JWT has no expiry (exp claim); only expiring tokens are accepted" };
+    }
+    if (claim === "iat") {
+      return reason === "missing"
+        ? { reason: "no_issued_at", message: "the JWT has no issue time (iat claim); only tokens with iat and exp are accepted" }
+        : { reason: "issued_in_future", message: "the JWT's issue time (iat claim) is in the future" };
     }
     if (claim === "iss") return { reason: "issuer", message: "the JWT issuer is not configured" };
     return {
@@ -434,6 +461,15 @@ export class JwtAttestor {
 
     const issuerMaxTtl =
       settings.maxTtlSeconds === undefined ? operatorMaxTtl : positiveInteger(settings.maxTtlSeconds, `${at}.maxTtlSeconds`);
+    const maxTokenAgeSeconds = positiveInteger(settings.maxTokenAgeSeconds ?? DEFAULT_MAX_TOKEN_AGE_SECONDS, `${at}.maxTokenAgeSeconds`);
+    for (const flag of ["singleUseJti", "requireJti"] as const) {
+      if (settings[flag] !== undefined && typeof settings[flag] !== "boolean") throw new ConfigError(`${at}.${flag} must be true or false`);
+    }
+    const singleUseJti = settings.singleUseJti ?? true;
+    const requireJti = settings.requireJti ?? false;
+    if (requireJti && !singleUseJti) {
+      throw new ConfigError(`${at}.requireJti needs singleUseJti: a jti that is required but not kept single-use protects nothing`);
+    }
 
     const hasFile = settings.jwksFile !== undefined;
     const hasUrl = settings.jwksUrl !== undefined;
@@ -501,6 +537,9 @@ export class JwtAttestor {
         return { name, path, segments: path.split(".") };
       }),
       maxTtlSeconds: Math.min(issuerMaxTtl, operatorMaxTtl),
+      maxTokenAgeSeconds,
+      singleUseJti,
+      requireJti,
       keys,
     };
   }
@@ -547,7 +586,8 @@ export class JwtAttestor {
         issuer: issuer.issuer,
         audience: [...issuer.audiences],
         algorithms: [...issuer.algorithms],
-        requiredClaims: ["exp"],
+        requiredClaims: ["exp", "iat"],
+        maxTokenAge: issuer.maxTokenAgeSeconds,
         clockTolerance: CLOCK_TOLERANCE_SECONDS,
         currentDate: this.clock.now(),
       }));
@@ -569,7 +609,19 @@ export class JwtAttestor {
     };
 
     if (typeof payload.sub !== "string" || payload.sub === "") refuse("no_subject", "the JWT has no subject (sub claim)");
-    if (payload.jti !== undefined && typeof payload.jti !== "string") refuse("bad_jti", "the JWT jti claim is not a string");
+    if (payload.jti !== undefined && (typeof payload.jti !== "string" || payload.jti === "" || payload.jti.length > 256)) {
+      refuse("bad_jti", "the JWT jti claim must be a string of 1 to 256 characters");
+    }
+    if (issuer.requireJti && payload.jti === undefined) refuse("no_jti", "the JWT has no token ID (jti claim), which this issuer requires");
+    // A long-lived token is a bearer credential that can be replayed for as long as it lasts. The tolerance
+    // lets Kubernetes' default projected tokens (3607 s) through a one-hour limit.
+    const validitySeconds = (payload.exp as number) - (payload.iat as number);
+    if (validitySeconds > issuer.maxTokenAgeSeconds + CLOCK_TOLERANCE_SECONDS) {
+      refuse(
+        "lifetime_too_long",
+        `the JWT is valid for ${validitySeconds} s (iat to exp); this issuer accepts tokens valid for at most ${issuer.maxTokenAgeSeconds} s`,
+      );
+    }
 
     const values: Record<string, string> = {};
     for (const { name, path, segments } of issuer.variables) {
@@ -615,6 +667,8 @@ export class JwtAttestor {
       maxTtlSeconds: issuer.maxTtlSeconds,
       ...(payload.jti !== undefined ? { tokenId: payload.jti } : {}),
       expiresAt: new Date((payload.exp as number) * 1000),
+      usableUntil: new Date(((payload.exp as number) + CLOCK_TOLERANCE_SECONDS) * 1000),
+      singleUse: issuer.singleUseJti && payload.jti !== undefined,
     };
     this.logger.debug(
       { issuer: attestation.issuer, subject: attestation.subject, spiffeId, tokenId: attestation.tokenId },

@@ -25,6 +25,8 @@ export interface EnrollmentTokenRecord {
   readonly createdAt: Date;
   /** The registration the token was made from; its current entry bounds what the token grants. */
   readonly registrationId?: string | null;
+  /** When an admin voided the token; certificate lineages it started stop renewing from then on. */
+  readonly revokedAt?: Date | null;
 }
 
 /** Which identity a JWT subject (or a token made from the registration) may obtain. */
@@ -65,6 +67,6 @@ export interface EnrollmentTokenRepository {
   insert(record: EnrollmentTokenRecord): void;
   findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined;
   get(id: string): EnrollmentTokenRecord | undefined;
-  /** Takes every remaining use away; returns how many there were. */
-  revoke(id: string): number;
+  /** Takes every remaining use away and marks the token revoked (the first time stands); returns how many uses there were. */
+  revoke(id: string, at: Date): number;
 }

@@ -22,9 +22,15 @@ export interface RevokedEntry {
   readonly reason: string;
 }
 
+/** A later certificate of a lineage, revoked together with the one named. */
+export interface RevokedSuccessor {
+  readonly serial: string;
+  readonly authorityId: string;
+}
+
 export type RevocationOutcome =
-  | { readonly kind: "revoked"; readonly authorityId: string }
-  | { readonly kind: "already-revoked"; readonly authorityId: string }
+  | { readonly kind: "revoked"; readonly authorityId: string; readonly successors: readonly RevokedSuccessor[] }
+  | { readonly kind: "already-revoked"; readonly authorityId: string; readonly successors: readonly RevokedSuccessor[] }
   | { readonly kind: "not-found" };
 
 /** Port implemented by the store: revocation records and CRL numbering. */
@@ -32,8 +38,12 @@ export interface RevocationRepository {
   /**
    * Marks an issued certificate revoked and appends the audit event, in one transaction. A certificate that
    * is already revoked keeps its first time and reason (the call is idempotent); nothing is written then.
+   *
+   * With `successorAudit`, every later certificate of its lineage (renewals of renewals, including one still
+   * being signed) that is neither revoked nor expired yet is revoked too, with the same reason and time and an event of its
+   * own, in the same transaction — also when the certificate itself was already revoked.
    */
-  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent): RevocationOutcome;
+  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent, successorAudit?: (serial: string) => AuditEvent): RevocationOutcome;
   /** Revoked certificates of an authority that have not expired at `now`, streamed (CRLs can be large). */
   revokedEntries(authorityId: string, now: Date): Iterable<RevokedEntry>;
   /** The next CRL number of an authority: strictly greater than any reserved before. */

@@ -45,20 +45,35 @@ export class RevocationService {
     const normalised = normaliseSerial(serial);
     const now = this.deps.clock.now();
     const actor = this.authorize(principal, normalised, now, clientCertificate);
-    const outcome = this.deps.repository.revoke(normalised, reason, now, {
-      type: "certificate.revoked",
-      actor,
-      outcome: "success",
-      subject: normalised,
-      details: { reason },
-    });
+    // Whoever holds a compromised key may have renewed with it before the owner noticed: the renewals go too.
+    const successorAudit =
+      reason === "KEY_COMPROMISE"
+        ? (successor: string) => ({
+            type: "certificate.revoked" as const,
+            actor,
+            outcome: "success" as const,
+            subject: successor,
+            details: { reason, lineageOf: normalised },
+          })
+        : undefined;
+    const outcome = this.deps.repository.revoke(
+      normalised,
+      reason,
+      now,
+      { type: "certificate.revoked", actor, outcome: "success", subject: normalised, details: { reason } },
+      successorAudit,
+    );
     if (outcome.kind === "not-found") throw new NotFoundError(`no issued certificate has serial ${normalised}`);
-    if (outcome.kind === "revoked") {
+    const changed = [
+      ...(outcome.kind === "revoked" ? [{ serial: normalised, authorityId: outcome.authorityId }] : []),
+      ...outcome.successors,
+    ];
+    for (const { serial: revokedSerial, authorityId } of changed) {
       try {
-        await this.deps.onRevoked(outcome.authorityId, normalised);
+        await this.deps.onRevoked(authorityId, revokedSerial);
       } catch (error) {
         // The revocation stands (it is durable); the CRL timer retries. Say so rather than hide it.
-        this.deps.logger.error({ err: error, serial: normalised }, "CRL rebuild after revocation failed");
+        this.deps.logger.error({ err: error, serial: revokedSerial }, "CRL rebuild after revocation failed");
       }
     }
     const record = this.deps.certificates.get(normalised, now);

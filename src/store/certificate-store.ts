@@ -1,4 +1,4 @@
-import type { CertificateFilter, CertificateRecord, Page } from "../ca/model.js";
+import type { CertificateFilter, CertificateOrigin, CertificateRecord, Page } from "../ca/model.js";
 import type {
   AbandonedIssuance,
   CertificateQuery,
@@ -27,6 +27,7 @@ export interface CertificateRow {
   issued_at: number;
   revoked_at: number | null;
   revocation_reason: string | null;
+  origin: string | null;
 }
 
 export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
@@ -43,6 +44,7 @@ export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
   issuedAt: new Date(row.issued_at),
   revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
   revocationReason: row.revocation_reason,
+  origin: row.origin === null ? null : (JSON.parse(row.origin) as CertificateOrigin),
 });
 
 const CURSOR_TAG = "c";
@@ -98,12 +100,19 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       consumeToken: db.prepare(
         "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE token_hash = ? AND uses_left > 0 AND expires_at > ?",
       ),
-      refundToken: db.prepare("UPDATE enrollment_tokens SET uses_left = uses_left + 1 WHERE token_hash = ?"),
+      // A token voided or expired while its certificate was being signed stays void: the refund is no way back.
+      refundToken: db.prepare(
+        "UPDATE enrollment_tokens SET uses_left = uses_left + 1 WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?",
+      ),
+      useJwt: db.prepare("INSERT INTO jwt_uses (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+      refundJwt: db.prepare("DELETE FROM jwt_uses WHERE issuer = ? AND jti = ?"),
+      forgetExpiredJwts: db.prepare("DELETE FROM jwt_uses WHERE expires_at < ?"),
       reserve: db.prepare(
-        `INSERT INTO certificates (serial, authority_id, state, spiffe_id, dns_names, not_before, not_after, key_type, requester, tbs_der, prepared_at, predecessor_serial)
-         VALUES (?, ?, 'prepared', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO certificates (serial, authority_id, state, spiffe_id, dns_names, not_before, not_after, key_type, requester, tbs_der, prepared_at, predecessor_serial, origin)
+         VALUES (?, ?, 'prepared', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       successor: db.prepare("SELECT serial FROM certificates WHERE predecessor_serial = ? AND state <> 'failed'").pluck(),
+      revokedAt: db.prepare("SELECT revoked_at FROM certificates WHERE serial = ?").pluck(),
       complete: db.prepare(
         `UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?,
            issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (${LAST_ISSUED_SEQ})), 0)),
@@ -121,11 +130,19 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
   }
 
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {
-    return this.committer.submit(() =>
-      items.map((item): ReservationResult => {
+    return this.committer.submit(() => {
+      if (items.some((item) => item.consumeJwt)) this.statements.forgetExpiredJwts.run(now.getTime());
+      return items.map((item): ReservationResult => {
         if (item.predecessorSerial !== undefined) {
+          // Authentication saw the predecessor unrevoked, but a revocation may have landed since; this
+          // transaction is what decides, and the KEY_COMPROMISE cascade revokes any successor reserved before it.
+          if (this.statements.revokedAt.get(item.predecessorSerial) != null) return { ok: false, reason: "PREDECESSOR_REVOKED" };
           const successor = this.statements.successor.get(item.predecessorSerial) as string | undefined;
           if (successor !== undefined) return { ok: false, reason: "SUPERSEDED", successorSerial: successor };
+        }
+        if (item.consumeJwt) {
+          const { issuer, tokenId, expiresAt } = item.consumeJwt;
+          if (this.statements.useJwt.run(issuer, tokenId, expiresAt.getTime()).changes === 0) return { ok: false, reason: "JWT_REPLAYED" };
         }
         if (item.consumeTokenHash) {
           const consumed = this.statements.consumeToken.run(item.consumeTokenHash, now.getTime());
@@ -143,11 +160,12 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           item.tbsDer,
           now.getTime(),
           item.predecessorSerial ?? null,
+          item.origin ? JSON.stringify(item.origin) : null,
         );
         this.audit.append(item.audit, now);
         return { ok: true };
-      }),
-    );
+      });
+    });
   }
 
   complete(items: readonly CompletedIssuance[], now: Date): Promise<void> {
@@ -165,7 +183,8 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
     return this.committer.submit(() => {
       for (const item of items) {
         this.statements.fail.run(item.serial);
-        if (item.refundTokenHash) this.statements.refundToken.run(item.refundTokenHash);
+        if (item.refundTokenHash) this.statements.refundToken.run(item.refundTokenHash, now.getTime());
+        if (item.refundJwt) this.statements.refundJwt.run(item.refundJwt.issuer, item.refundJwt.tokenId);
         this.audit.append(item.audit, now);
       }
     });

@@ -285,4 +285,23 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 9,
+    sql: `
+      -- The credential a lineage started with and its lifetime cap (JSON, CertificateOrigin), copied onto every
+      -- renewal. NULL for certificates issued before it was recorded.
+      ALTER TABLE certificates ADD COLUMN origin TEXT;
+      -- Set when an admin voids a token (uses_left = 0 alone cannot tell that from used up): refunds skip it
+      -- and the lineages it started stop renewing.
+      ALTER TABLE enrollment_tokens ADD COLUMN revoked_at INTEGER;
+      -- IDs (jti) of single-use JWTs that obtained a certificate, kept until the token can no longer verify.
+      CREATE TABLE jwt_uses (
+        issuer TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (issuer, jti)
+      ) WITHOUT ROWID;
+      CREATE INDEX jwt_uses_expires_at ON jwt_uses(expires_at);
+    `,
+  },
 ];

@@ -74,6 +74,7 @@ interface EnrollmentTokenRow {
   created_by: string;
   created_at: number;
   registration_id: string | null;
+  revoked_at: number | null;
 }
 
 export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepository {
@@ -113,10 +114,10 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
     return row && enrollmentTokenFromRow(row);
   }
 
-  revoke(id: string): number {
+  revoke(id: string, at: Date): number {
     return inTransaction(this.db, () => {
       const left = this.db.prepare("SELECT uses_left FROM enrollment_tokens WHERE id = ?").pluck().get(id) as number | undefined;
-      this.db.prepare("UPDATE enrollment_tokens SET uses_left = 0 WHERE id = ?").run(id);
+      this.db.prepare("UPDATE enrollment_tokens SET uses_left = 0, revoked_at = coalesce(revoked_at, ?) WHERE id = ?").run(at.getTime(), id);
       return left ?? 0;
     });
   }
@@ -134,6 +135,7 @@ function enrollmentTokenFromRow(row: EnrollmentTokenRow): EnrollmentTokenRecord 
     createdBy: row.created_by,
     createdAt: new Date(row.created_at),
     registrationId: row.registration_id,
+    revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
   };
 }
 

@@ -1,5 +1,5 @@
 import type { AuditEvent } from "../audit/audit-log.js";
-import type { RevocationOutcome, RevocationRepository, RevokedEntry } from "../revocation/ports.js";
+import type { RevocationOutcome, RevocationRepository, RevokedEntry, RevokedSuccessor } from "../revocation/ports.js";
 import type { SqliteAuditEventRepository } from "./audit-event-repository.js";
 import { inTransaction, type SqliteDatabase } from "./database.js";
 
@@ -15,6 +15,21 @@ export class SqliteRevocationRepository implements RevocationRepository {
       revoke: db.prepare(
         "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND state = 'issued' AND revoked_at IS NULL",
       ),
+      // Lineage links of failed attempts are not followed: a failed row has no successor of its own.
+      unrevokedSuccessors: db.prepare(
+        `WITH RECURSIVE lineage(serial) AS (
+           SELECT serial FROM certificates WHERE predecessor_serial = ? AND state <> 'failed'
+           UNION
+           SELECT certificates.serial FROM certificates JOIN lineage ON certificates.predecessor_serial = lineage.serial
+           WHERE certificates.state <> 'failed'
+         )
+         SELECT certificates.serial, certificates.authority_id AS authorityId FROM certificates JOIN lineage USING (serial)
+         WHERE certificates.revoked_at IS NULL AND certificates.not_after > ?`,
+      ),
+      // A successor still being signed is revoked as well, so that it is born revoked.
+      revokeSuccessor: db.prepare(
+        "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND state <> 'failed' AND revoked_at IS NULL",
+      ),
       revoked: db.prepare(
         `SELECT serial, revoked_at, revocation_reason FROM certificates
          WHERE authority_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial`,
@@ -28,14 +43,21 @@ export class SqliteRevocationRepository implements RevocationRepository {
     };
   }
 
-  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent): RevocationOutcome {
+  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent, successorAudit?: (serial: string) => AuditEvent): RevocationOutcome {
     return inTransaction(this.db, () => {
       const row = this.statements.find.get(serial) as { authority_id: string; revoked_at: number | null } | undefined;
       if (!row) return { kind: "not-found" } as const;
-      if (row.revoked_at !== null) return { kind: "already-revoked", authorityId: row.authority_id } as const;
-      this.statements.revoke.run(revokedAt.getTime(), reason, serial);
-      this.audit.append(audit, revokedAt);
-      return { kind: "revoked", authorityId: row.authority_id } as const;
+      const alreadyRevoked = row.revoked_at !== null;
+      if (!alreadyRevoked) {
+        this.statements.revoke.run(revokedAt.getTime(), reason, serial);
+        this.audit.append(audit, revokedAt);
+      }
+      const successors = successorAudit ? (this.statements.unrevokedSuccessors.all(serial, revokedAt.getTime()) as RevokedSuccessor[]) : [];
+      for (const successor of successors) {
+        this.statements.revokeSuccessor.run(revokedAt.getTime(), reason, successor.serial);
+        this.audit.append((successorAudit as (serial: string) => AuditEvent)(successor.serial), revokedAt);
+      }
+      return { kind: alreadyRevoked ? "already-revoked" : "revoked", authorityId: row.authority_id, successors } as const;
     });
   }
 

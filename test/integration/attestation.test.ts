@@ -27,9 +27,14 @@ describe.skipIf(missing !== undefined)(`JWT attestation and explainIssuance${mis
   let strangerKey: CryptoKey;
   const admin = (query: string, variables?: Record<string, unknown>) => service.gql(query, variables, { bearer: service.adminKey });
 
-  async function serviceAccountToken(overrides: { key?: CryptoKey; issuer?: string; audience?: string; expiresAt?: number; namespace?: string; kid?: string } = {}): Promise<string> {
+  async function serviceAccountToken(
+    overrides: { key?: CryptoKey; issuer?: string; audience?: string; expiresAt?: number; namespace?: string; kid?: string; jti?: string } = {},
+  ): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ "kubernetes.io": { namespace: overrides.namespace ?? "default", serviceaccount: { name: "web", uid: "5f1c" } } })
+    return new SignJWT({
+      "kubernetes.io": { namespace: overrides.namespace ?? "default", serviceaccount: { name: "web", uid: "5f1c" } },
+      ...(overrides.jti ? { jti: overrides.jti } : {}),
+    })
       .setProtectedHeader({ alg: "ES256", kid: overrides.kid ?? "k1" })
       .setIssuer(overrides.issuer ?? ISSUER)
       .setAudience(overrides.audience ?? AUDIENCE)
@@ -119,6 +124,28 @@ describe.skipIf(missing !== undefined)(`JWT attestation and explainIssuance${mis
     const { csrPem } = makeCsr({ spiffeId: "spiffe://anchorage.test/ns/default/sa/db" });
     expect(refusal(await service.gql(ISSUE, { input: { csr: csrPem, jwt: await serviceAccountToken() } })).code).toBe("POLICY_VIOLATION");
     expect(refusal(await service.gql(ISSUE, { input: { csr: csrPem, jwt: await serviceAccountToken(), token: "anc_enroll_x" } })).code).toBe("BAD_USER_INPUT");
+  });
+
+  it("lets a JWT with a jti obtain one certificate, not a second one for another CSR", async () => {
+    const spiffeId = "spiffe://anchorage.test/ns/replay/sa/web";
+    const jwt = await serviceAccountToken({ namespace: "replay", jti: "0b7e6f1a-replay" });
+    ok(await service.gql(ISSUE, { input: { csr: makeCsr({ spiffeId }).csrPem, jwt } }));
+    const before = counts();
+    const replay = refusal(await service.gql(ISSUE, { input: { csr: makeCsr({ spiffeId, dnsNames: ["web.replay.svc"] }).csrPem, jwt } }));
+    expect(replay).toMatchObject({ code: "UNAUTHENTICATED", message: expect.stringMatching(/already used/) });
+    expect(counts().rows).toBe(before.rows);
+    expect(counts().signed).toBe(before.signed);
+    // Another token of the same workload is a fresh credential.
+    ok(await service.gql(ISSUE, { input: { csr: makeCsr({ spiffeId }).csrPem, jwt: await serviceAccountToken({ namespace: "replay", jti: "0b7e6f1a-next" }) } }));
+  });
+
+  it("refuses a JWT valid for a year, however fresh", async () => {
+    const { csrPem } = makeCsr({ spiffeId: "spiffe://anchorage.test/ns/default/sa/web" });
+    const yearLong = await serviceAccountToken({ expiresAt: Math.floor(Date.now() / 1000) + 365 * 86400 });
+    const before = counts();
+    const answer = refusal(await service.gql(ISSUE, { input: { csr: csrPem, jwt: yearLong } }));
+    expect(answer).toMatchObject({ code: "UNAUTHENTICATED", message: expect.stringMatching(/valid for \d+ s .*at most 3600 s/) });
+    expect(counts().rows).toBe(before.rows);
   });
 
   describe("explainIssuance", () => {

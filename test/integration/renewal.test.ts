@@ -157,6 +157,106 @@ describe.skipIf(missing !== undefined)(`renewal over mutual TLS${missing ? ` (sk
     expect(service.sqlValue("SELECT revoked_at FROM certificates WHERE serial = ?", bystander.certificate.serial)).toBeNull();
   });
 
+  describe("the lineage stays within its origin credential", () => {
+    const CREATE_TOKEN_WITH_ID = `mutation ($input: CreateEnrollmentTokenInput!) { createEnrollmentToken(input: $input) { id token } }`;
+    const REVOKE_TOKEN = `mutation ($id: ID!) { revokeEnrollmentToken(id: $id) { id usesLeft } }`;
+    const CREATE_REGISTRATION = `mutation ($input: RegistrationInput!) { createRegistration(input: $input) { id } }`;
+    const DELETE_REGISTRATION = `mutation ($id: ID!) { deleteRegistration(id: $id) { id } }`;
+    const ADMIN_REVOKE = `mutation ($serial: String!, $reason: RevocationReason!) { revokeCertificate(input: { serial: $serial, reason: $reason }) { serial status } }`;
+    const READ = `query ($serial: String!) { certificate(serial: $serial) { status revocationReason } }`;
+    const admin = (query: string, variables: Record<string, unknown>) => service.gql(query, variables, { bearer: service.adminKey });
+    const lifetimeOf = (certificate: Issued): number => (new Date(certificate.notAfter).getTime() - Date.now()) / 1000;
+
+    async function enrollWith(tokenInput: Record<string, unknown>, ttlSeconds?: number): Promise<Workload & { tokenId: string }> {
+      const created = ok(await admin(CREATE_TOKEN_WITH_ID, { input: { ...identity, ...tokenInput } })).createEnrollmentToken;
+      const { csrPem, keyPem } = makeCsr(identity);
+      const certificate = ok(await service.gql(ISSUE, { input: { csr: csrPem, token: created.token, ...(ttlSeconds ? { ttlSeconds } : {}) } })).issueCertificate;
+      return { keyPem, certificate, tokenId: created.id };
+    }
+
+    async function renewTo(current: Workload, ttlSeconds?: number): Promise<{ answer: GqlResponse; keyPem: string }> {
+      const keyPem = makeKey("P-256");
+      const input = { csr: csrFor(keyPem), ...(ttlSeconds ? { ttlSeconds } : {}) };
+      const answer = await service.gql(RENEW, { input }, { cert: current.certificate.certificatePem + current.certificate.chainPem, key: current.keyPem });
+      return { answer, keyPem };
+    }
+
+    it("never renews past the lifetime cap of the token the lineage started with", async () => {
+      const capped = await enrollWith({ maxTtlSeconds: 120 }, 120);
+      const rows = service.countCertificateRows();
+      const tooLong = refusal((await renewTo(capped, 86400)).answer);
+      expect(tooLong).toMatchObject({ code: "POLICY_VIOLATION", message: expect.stringMatching(/exceeds the maximum of 120/) });
+      expect(service.countCertificateRows()).toBe(rows);
+
+      const byDefault = await renewTo(capped);
+      const renewed = ok(byDefault.answer).renewCertificate as Issued;
+      expect(lifetimeOf(renewed)).toBeLessThanOrEqual(120);
+      const next = { keyPem: byDefault.keyPem, certificate: renewed };
+      // The cap is inherited along the lineage, not only checked on the first renewal.
+      expect(refusal((await renewTo(next, 121)).answer).code).toBe("POLICY_VIOLATION");
+      const withinCap = ok((await renewTo(next, 120)).answer).renewCertificate as Issued;
+      expect(lifetimeOf(withinCap)).toBeLessThanOrEqual(120);
+      expect(verifies(withinCap)).toBe(true);
+    });
+
+    it("refuses renewal with FORBIDDEN once the origin token was revoked, but not once it was merely used up", async () => {
+      const usedUp = await enrollWith({ uses: 1 });
+      ok((await renewTo(usedUp)).answer);
+
+      const voided = await enrollWith({ uses: 2 });
+      ok(await admin(REVOKE_TOKEN, { id: voided.tokenId }));
+      const rows = service.countCertificateRows();
+      const answer = refusal((await renewTo(voided)).answer);
+      expect(answer).toMatchObject({ code: "FORBIDDEN", message: expect.stringMatching(new RegExp(`enrollment token ${voided.tokenId} .*revoked`)) });
+      expect(service.countCertificateRows()).toBe(rows);
+      expect(service.sqlValue("SELECT code FROM audit_events WHERE type = 'issuance.refused' ORDER BY rowid DESC LIMIT 1")).toBe("FORBIDDEN");
+    });
+
+    it("refuses renewal with FORBIDDEN once the registration the lineage came from was deleted", async () => {
+      const registration = ok(await admin(CREATE_REGISTRATION, { input: { ...identity, maxTtlSeconds: 3600 } })).createRegistration;
+      const workload = await enrollWith({ registrationId: registration.id });
+      const step = await renewTo(workload);
+      const renewed = { keyPem: step.keyPem, certificate: ok(step.answer).renewCertificate as Issued };
+      expect(lifetimeOf(renewed.certificate)).toBeLessThanOrEqual(3600);
+      ok(await admin(DELETE_REGISTRATION, { id: registration.id }));
+      const answer = refusal((await renewTo(renewed)).answer);
+      expect(answer).toMatchObject({ code: "FORBIDDEN", message: expect.stringMatching(new RegExp(`registration ${registration.id} .*deleted`)) });
+    });
+
+    it("revokes every later certificate of the lineage when an older one is revoked for KEY_COMPROMISE, visible by OCSP and CRL", async () => {
+      const original = await enroll();
+      const firstStep = await renewTo(original);
+      const middle = { keyPem: firstStep.keyPem, certificate: ok(firstStep.answer).renewCertificate as Issued };
+      const newest = ok((await renewTo(middle)).answer).renewCertificate as Issued;
+      const unrelated = await enroll();
+
+      ok(await admin(ADMIN_REVOKE, { serial: original.certificate.serial, reason: "KEY_COMPROMISE" }));
+      for (const serial of [middle.certificate.serial, newest.serial]) {
+        expect(ok(await admin(READ, { serial })).certificate).toEqual({ status: "REVOKED", revocationReason: "KEY_COMPROMISE" });
+        expect(service.sqlValue("SELECT count(*) FROM audit_events WHERE type = 'certificate.revoked' AND subject = ?", serial)).toBe(1);
+      }
+      expect(ok(await admin(READ, { serial: unrelated.certificate.serial })).certificate.status).toBe("VALID");
+
+      const issuerFile = scratch.file("lineage-issuer.pem", newest.chainPem);
+      const leafFile = scratch.file("lineage-leaf.pem", newest.certificatePem);
+      const status = openssl(["ocsp", "-issuer", issuerFile, "-cert", leafFile, "-url", `http://127.0.0.1:${service.httpPort}/ocsp`, "-noverify", "-no_nonce"]);
+      expect(`${status.stdout}${status.stderr}`).toMatch(/: revoked/);
+      expect(`${status.stdout}${status.stderr}`).toMatch(/Key Compromise|keyCompromise/);
+
+      const authorityId = service.sqlValue("SELECT authority_id FROM certificates WHERE serial = ?", newest.serial) as string;
+      const crl = await service.http(`/crl/${authorityId}.crl`);
+      const crlText = openssl(["crl", "-inform", "DER", "-noout", "-text"], crl.body).stdout.replace(/:/g, "").toLowerCase();
+      for (const serial of [original.certificate.serial, middle.certificate.serial, newest.serial]) expect(crlText).toContain(serial.replace(/^0+/, ""));
+    });
+
+    it("does not cascade a revocation for another reason to the successors", async () => {
+      const original = await enroll();
+      const renewed = ok((await renewTo(original)).answer).renewCertificate as Issued;
+      ok(await admin(ADMIN_REVOKE, { serial: original.certificate.serial, reason: "SUPERSEDED" }));
+      expect(ok(await admin(READ, { serial: renewed.serial })).certificate.status).toBe("VALID");
+    });
+  });
+
   it("refuses an expired certificate, and accepts it within the operator's grace window", async () => {
     const expiresAt = new Date(shortLived.certificate.notAfter).getTime();
     const wait = expiresAt + 1500 - Date.now();

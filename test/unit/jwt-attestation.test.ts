@@ -188,7 +188,7 @@ function k8sPayload(namespace: unknown = "default", name: unknown = "web"): JWTP
     sub: `system:serviceaccount:${String(namespace)}:${String(name)}`,
     jti: "3f1e9c2a-7d4b-4c1e-9b1a-5e2f0d6c8a71",
     iat: nowSeconds - 60,
-    exp: nowSeconds + 3600,
+    exp: nowSeconds + 3540,
     "kubernetes.io": {
       namespace,
       serviceaccount: { name, uid: "0a4c1d7e-55b3-4a5e-8c1d-2b9e6f3a7c10" },
@@ -267,8 +267,35 @@ describe("JwtAttestor.attest", () => {
       dnsNames: [],
       maxTtlSeconds: OPERATOR_MAX_TTL,
       tokenId: "3f1e9c2a-7d4b-4c1e-9b1a-5e2f0d6c8a71",
-      expiresAt: new Date((nowSeconds + 3600) * 1000),
+      expiresAt: new Date((nowSeconds + 3540) * 1000),
+      usableUntil: new Date((nowSeconds + 3540 + 30) * 1000),
+      singleUse: true,
     });
+  });
+
+  it("refuses a token valid for longer than the issuer's maximum token age, or without iat", async () => {
+    const { attestor: jwt } = attestor([k8sSettings()]);
+    const yearLong = await refusal(jwt.attest(await sign({ ...k8sPayload(), exp: nowSeconds + 365 * 86400 })));
+    expect(yearLong.message).toBe("the JWT is valid for 31536060 s (iat to exp); this issuer accepts tokens valid for at most 3600 s");
+    const { iat: _iat, ...withoutIssuedAt } = k8sPayload();
+    expect((await refusal(jwt.attest(await sign(withoutIssuedAt)))).message).toMatch(/no issue time \(iat claim\)/);
+    const old = await refusal(jwt.attest(await sign({ ...k8sPayload(), iat: nowSeconds - 7200, exp: nowSeconds + 60 })));
+    expect(old.message).toMatch(/issued longer ago than this issuer's maximum token age/);
+    // Kubernetes' default projected token lasts 3607 s; a longer limit is the operator's choice.
+    await expect(jwt.attest(await sign({ ...k8sPayload(), iat: nowSeconds - 7, exp: nowSeconds + 3600 }))).resolves.toMatchObject({ singleUse: true });
+    const { attestor: lenient } = attestor([k8sSettings({ maxTokenAgeSeconds: 2 * 86400 })]);
+    await expect(lenient.attest(await sign({ ...k8sPayload(), iat: nowSeconds - 60, exp: nowSeconds + 86400 }))).resolves.toBeDefined();
+  });
+
+  it("marks tokens with a jti single-use unless the issuer opts out, and can require a jti", async () => {
+    const { jti: _jti, ...withoutJti } = k8sPayload();
+    const { attestor: jwt } = attestor([k8sSettings()]);
+    expect(await jwt.attest(await sign(withoutJti))).toMatchObject({ singleUse: false });
+    const { attestor: reusable } = attestor([k8sSettings({ singleUseJti: false })]);
+    expect(await reusable.attest(await sign(k8sPayload()))).toMatchObject({ singleUse: false });
+    const { attestor: strict } = attestor([k8sSettings({ requireJti: true })]);
+    expect((await refusal(strict.attest(await sign(withoutJti)))).message).toMatch(/no token ID \(jti claim\)/);
+    configError(() => attestor([k8sSettings({ requireJti: true, singleUseJti: false })]), /requireJti needs singleUseJti/);
   });
 
   it("verifies an RS256 token against a JWKS file, renders DNS names and caps the TTL", async () => {
@@ -303,7 +330,7 @@ describe("JwtAttestor.attest", () => {
     };
     const { attestor: jwt } = attestor([k8sSettings(), ci]);
     const token = await sign(
-      { iss: "https://ci.example", aud: "anchorage", sub: "anchorage-ca", exp: nowSeconds + 300 },
+      { iss: "https://ci.example", aud: "anchorage", sub: "anchorage-ca", iat: nowSeconds, exp: nowSeconds + 300 },
       { key: rs, alg: "RS256" },
     );
     expect((await jwt.attest(token)).spiffeId).toBe("spiffe://anchorage.test/ci/anchorage-ca");
