@@ -117,7 +117,24 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       ),
       fail: db.prepare("UPDATE certificates SET state = 'failed' WHERE serial = ? AND state = 'prepared'"),
       get: db.prepare("SELECT * FROM certificates WHERE serial = ? AND state = 'issued'"),
+      freePages: db.prepare("SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()").pluck(),
+      claimSpace: db.prepare("INSERT INTO storage_probe (payload) VALUES (zeroblob(?))"),
+      releaseSpace: db.prepare("DELETE FROM storage_probe"),
     };
+  }
+
+  /**
+   * Resolves when a write would go through now: it takes the write lock the way issuance does (bounded wait,
+   * without blocking the event loop) and, after the disk refused a write, also claims more space than the
+   * file has free inside it, so that the answer is about new pages. Rejects with UnavailableError otherwise.
+   */
+  probeWritable(): Promise<void> {
+    return this.committer.submit(() => {
+      if (!this.committer.storageFailing) return;
+      const free = Number(this.statements.freePages.get());
+      this.statements.claimSpace.run(free + 65_536);
+      this.statements.releaseSpace.run();
+    });
   }
 
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {

@@ -285,4 +285,11 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 13,
+    sql: `
+      -- Space the readiness probe takes and gives back after a write failed because the disk refused it.
+      CREATE TABLE storage_probe (payload BLOB NOT NULL);
+    `,
+  },
 ];
