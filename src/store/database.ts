@@ -66,3 +66,18 @@ export function inTransaction<T>(db: SqliteDatabase, work: () => T): T {
     throw asStorageError(error);
   }
 }
+
+/**
+ * `inTransaction` waiting at most `waitMs` for the write lock, for background rounds that simply run again
+ * later: SQLite's busy handler sleeps with the event loop blocked, so a lock held elsewhere would otherwise
+ * stall every request of this process for the whole busy timeout, round after round.
+ */
+export function inTransactionWaitingAtMost<T>(db: SqliteDatabase, waitMs: number, work: () => T): T {
+  const usual = Number(db.pragma("busy_timeout", { simple: true }));
+  db.pragma(`busy_timeout = ${Math.min(usual, Math.floor(waitMs))}`);
+  try {
+    return inTransaction(db, work);
+  } finally {
+    db.pragma(`busy_timeout = ${usual}`);
+  }
+}
