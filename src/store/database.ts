@@ -22,6 +22,7 @@ export interface DatabaseOptions {
 export function openDatabase(path: string, { busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS }: DatabaseOptions = {}): SqliteDatabase {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path);
+  reportStorageFailuresAsUnavailable(db);
   db.pragma("journal_mode = WAL");
   // FULL: a commit is on disk before it returns, so a certificate is durable before anyone sees it.
   db.pragma("synchronous = FULL");
@@ -29,6 +30,27 @@ export function openDatabase(path: string, { busyTimeoutMs = DEFAULT_BUSY_TIMEOU
   db.pragma("foreign_keys = ON");
   migrate(db);
   return db;
+}
+
+/**
+ * The store boundary for writes outside transactions (one-statement writes of the repositories): a lock not
+ * obtained within the busy timeout, or a full or failing disk, fails every statement's `run` with
+ * UNAVAILABLE rather than as an internal error, wherever the statement was prepared.
+ */
+function reportStorageFailuresAsUnavailable(db: SqliteDatabase): void {
+  const prepare = db.prepare.bind(db);
+  db.prepare = ((source: string) => {
+    const statement = prepare(source);
+    const run = statement.run.bind(statement);
+    statement.run = (...parameters: unknown[]) => {
+      try {
+        return run(...parameters);
+      } catch (error) {
+        throw asStorageError(error);
+      }
+    };
+    return statement;
+  }) as SqliteDatabase["prepare"];
 }
 
 function migrate(db: SqliteDatabase): void {

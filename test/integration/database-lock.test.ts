@@ -59,7 +59,8 @@ describe.skipIf(missing !== undefined)(`issuance while another process holds the
   let service: RunningService;
   let holder: ChildProcess | undefined;
 
-  const admin = (query: string, variables?: Record<string, unknown>) => service.gql(query, variables, { bearer: service.adminKey });
+  const admin = (query: string, variables?: Record<string, unknown>) =>
+    service.gql(query, variables, { bearer: service.adminKey, timeoutMs: CLIENT_TIMEOUT_MS, newConnection: true });
   const issue = (input: Record<string, unknown>) => service.gql(ISSUE, { input }, { timeoutMs: CLIENT_TIMEOUT_MS, newConnection: true });
 
   async function readinessBecomes(status: number): Promise<{ status: number; body: string }> {
@@ -117,6 +118,12 @@ describe.skipIf(missing !== undefined)(`issuance while another process holds the
     expect(answer.message).toMatch(/retry/i);
     expect(service.countCertificateRows()).toBe(rowsBefore);
     expect(service.sqlValue("SELECT uses_left FROM enrollment_tokens WHERE id = ?", waiting.id)).toBe(2);
+
+    // Writes outside issuance's group commit (here a token and its audit event) get the same answer.
+    const tokensBefore = service.sqlValue("SELECT count(*) FROM enrollment_tokens");
+    const creation = refusal(await admin(CREATE_TOKEN, { input: { spiffeId: waitingSpiffeId, uses: 1 } }));
+    expect(creation.code).toBe("UNAVAILABLE");
+    expect(service.sqlValue("SELECT count(*) FROM enrollment_tokens")).toBe(tokensBefore);
 
     const readiness = await readinessBecomes(503);
     expect(readiness.status, readiness.body).toBe(503);
