@@ -1,5 +1,5 @@
 import type { SqliteDatabase } from "./database.js";
-import { isLockContention, unavailableFor } from "./storage-errors.js";
+import { isLockContention, isStorageFailure, unavailableFor } from "./storage-errors.js";
 import { WalFlusher } from "./wal-flusher.js";
 
 interface PendingWork {
@@ -90,7 +90,7 @@ export class GroupCommitter {
       const unavailable = unavailableFor(error);
       if (unavailable) {
         // The lock or the disk, not any one submission: replaying them one by one would fail the same way.
-        if (!isLockContention(error)) this.failingStorage = true;
+        if (isStorageFailure(unavailable.cause)) this.failingStorage = true;
         for (const item of batch) item.reject(unavailable);
         return;
       }
@@ -116,7 +116,7 @@ export class GroupCommitter {
       },
       (error: unknown) => {
         const unavailable = unavailableFor(error);
-        if (unavailable) this.failingStorage = true;
+        if (isStorageFailure(unavailable?.cause)) this.failingStorage = true;
         for (const item of batch) item.reject(unavailable ?? error);
       },
     );
