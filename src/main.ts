@@ -57,7 +57,7 @@ import { SqliteCrlRepository } from "./store/crl-repository.js";
 import { SqliteRevocationRepository } from "./store/revocation-repository.js";
 import { SqliteOcspRepository } from "./store/ocsp-repository.js";
 import { SqliteTransparencyLogRepository } from "./store/transparency-log-repository.js";
-import { inTransaction, openDatabase } from "./store/database.js";
+import { openDatabase } from "./store/database.js";
 import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository, SqliteRegistrationRepository } from "./store/policy-repositories.js";
 
 export interface RunningService {
@@ -140,7 +140,7 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
 
 /** Opens the database and the repositories and services that sit directly on it. */
 function openState(config: Config, logger: Logger, clock: Clock) {
-  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const db = openDatabase(join(config.dataDir, "anchorage.db"), { busyTimeoutMs: config.database.busyTimeoutMs });
   const auditEvents = new SqliteAuditEventRepository(db);
   const audit = new AuditLog(auditEvents, clock, logger.child({ component: "audit" }));
   const authorityRepository = new SqliteAuthorityRepository(db);
@@ -243,7 +243,7 @@ export async function startService(
   const readiness = async () => {
     let database = false;
     try {
-      inTransaction(db, () => db.prepare("SELECT count(*) FROM schema_migrations").get());
+      await certificateStore.probeWritable();
       database = true;
     } catch (error) {
       logger.warn({ err: error }, "database not writable");

@@ -10,6 +10,7 @@ export const ERROR_CODES = [
   "NOT_FOUND",
   "RATE_LIMITED",
   "HSM_UNAVAILABLE",
+  "UNAVAILABLE",
   "BAD_USER_INPUT",
   "INTERNAL",
 ] as const;
@@ -60,6 +61,14 @@ export class RateLimitedError extends AnchorageError {
 /** The HSM cannot sign right now. Issuance fails closed: nothing is returned unsigned or signed elsewhere. */
 export class HsmUnavailableError extends AnchorageError {
   readonly code = "HSM_UNAVAILABLE";
+}
+
+/**
+ * The database cannot take the write right now (another process holds its lock past the bounded wait, or the
+ * disk is full or failing). Retryable: the request was not completed, and the same request may be sent again.
+ */
+export class UnavailableError extends AnchorageError {
+  readonly code = "UNAVAILABLE";
 }
 
 /** An argument is malformed or out of range (not a CSR problem). */

@@ -41,6 +41,10 @@ export interface Config {
     /** nextUpdate - thisUpdate of intermediate CRLs. */
     readonly validitySeconds: number;
   };
+  readonly database: {
+    /** How long a write waits for SQLite's write lock (held by another process) before failing with UNAVAILABLE. */
+    readonly busyTimeoutMs: number;
+  };
   readonly ocsp: {
     /** nextUpdate - thisUpdate of OCSP responses. */
     readonly responseValiditySeconds: number;
@@ -115,6 +119,9 @@ const schema = z
     crl: z
       .object({ validitySeconds: positiveInt.min(600).max(30 * 86400).default(86400) })
       .prefault({}),
+    database: z
+      .object({ busyTimeoutMs: positiveInt.max(600_000).default(5_000) })
+      .prefault({}),
     ocsp: z
       .object({ responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600) })
       .prefault({}),
@@ -183,6 +190,7 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_MAX_BATCH_SIZE: "issuance.maxBatchSize",
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
+  ANCHORAGE_DB_BUSY_TIMEOUT_MS: "database.busyTimeoutMs",
   ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
   ANCHORAGE_LOG_ORIGIN: "transparencyLog.origin",
   ANCHORAGE_LOG_KEY_LABEL: "transparencyLog.keyLabel",

@@ -14,13 +14,16 @@ export interface CrlSettings {
  * on a request's path). A CRL is rebuilt right after every revocation and, on a timer, once a third of its
  * validity has passed, so relying parties always find one well before nextUpdate.
  *
- * Expired certificates drop off: an entry is listed while its certificate is unexpired (RFC 5280 §5 allows
- * removal after expiry; we do not assert expiredCertsOnCRL). CRL numbers are reserved in the database before
+ * Expired certificates drop off, but not at once (RFC 5280 §3.3): an entry stays until it has appeared on one
+ * scheduled CRL (a timer's refresh, not the out-of-cycle one a revocation triggers) whose thisUpdate is after
+ * the certificate's notAfter; that is recorded in the database once the CRL is stored, and later CRLs leave
+ * the entry out. We do not assert expiredCertsOnCRL. CRL numbers are reserved in the database before
  * signing, so they only go up, across restarts and across service processes.
  */
 export class CrlPublisher {
   private readonly building = new Map<string, Promise<void>>();
-  private readonly again = new Set<string>();
+  /** Builds asked for while one runs, and whether any of those asks was a scheduled refresh. */
+  private readonly again = new Map<string, boolean>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -49,17 +52,21 @@ export class CrlPublisher {
 
   /**
    * Rebuilds the CRL of one authority now. Calls that arrive while a build runs are folded into one more
-   * build after it, so a burst of revocations costs two signatures, not one per revocation.
+   * build after it, so a burst of revocations costs two signatures, not one per revocation. `scheduled`
+   * marks the periodic refresh, the only kind of CRL after which an expired entry may leave.
    */
-  rebuild(authorityId: string): Promise<void> {
+  rebuild(authorityId: string, { scheduled = false }: { readonly scheduled?: boolean } = {}): Promise<void> {
     const running = this.building.get(authorityId);
     if (running) {
-      this.again.add(authorityId);
+      this.again.set(authorityId, (this.again.get(authorityId) ?? false) || scheduled);
       return running.then(() => this.building.get(authorityId));
     }
-    const build = this.build(authorityId).finally(() => {
+    const build = this.build(authorityId, scheduled).finally(() => {
       this.building.delete(authorityId);
-      if (this.again.delete(authorityId)) void this.rebuild(authorityId);
+      const again = this.again.get(authorityId);
+      if (again === undefined) return;
+      this.again.delete(authorityId);
+      void this.rebuild(authorityId, { scheduled: again });
     });
     this.building.set(authorityId, build);
     return build;
@@ -73,20 +80,22 @@ export class CrlPublisher {
       const refreshAt = stored
         ? stored.thisUpdate.getTime() + (stored.nextUpdate.getTime() - stored.thisUpdate.getTime()) / 3
         : 0;
-      if (now >= refreshAt) await this.rebuild(issuer.id);
+      if (now >= refreshAt) await this.rebuild(issuer.id, { scheduled: true });
     }
   }
 
-  private async build(authorityId: string): Promise<void> {
+  private async build(authorityId: string, scheduled: boolean): Promise<void> {
     const issuer = this.deps.issuers().find((candidate) => candidate.id === authorityId);
     if (!issuer) return;
     const thisUpdate = this.deps.clock.now();
     const nextUpdate = new Date(thisUpdate.getTime() + this.deps.settings.validitySeconds * 1000);
     const crlNumber = this.deps.repository.reserveCrlNumber(authorityId);
     let count = 0;
+    const listedAfterExpiry: string[] = [];
     const entries = (function* (repository: RevocationRepository) {
-      for (const entry of repository.revokedEntries(authorityId, thisUpdate)) {
+      for (const entry of repository.revokedEntries(authorityId)) {
         count++;
+        if (entry.notAfter.getTime() < thisUpdate.getTime()) listedAfterExpiry.push(entry.serial);
         const code = isRevocationReason(entry.reason) ? REVOCATION_REASON_CODES[entry.reason] : 0;
         yield { serialNumber: Buffer.from(entry.serial, "hex"), revocationDate: entry.revokedAt, ...(code ? { reason: code } : {}) };
       }
@@ -97,7 +106,10 @@ export class CrlPublisher {
     } catch (error) {
       // Another process published a higher number meanwhile: theirs is at least as fresh.
       if (!(error instanceof RangeError)) throw error;
+      return;
     }
+    // Only once the CRL is stored (and so served): an entry must have been published after expiry to leave.
+    if (scheduled) this.deps.repository.recordListedAfterExpiry(authorityId, listedAfterExpiry, thisUpdate);
     this.deps.logger.info({ authorityId, crlNumber: crlNumber.toString(), entries: count, bytes: der.length }, "CRL published");
   }
 }

@@ -20,6 +20,8 @@ export interface RevokedEntry {
   readonly serial: string;
   readonly revokedAt: Date;
   readonly reason: string;
+  /** The certificate's notAfter: once a scheduled CRL issued after it has listed the entry, it may drop off. */
+  readonly notAfter: Date;
 }
 
 /** A later certificate of a lineage, revoked together with the one named. */
@@ -44,8 +46,16 @@ export interface RevocationRepository {
    * own, in the same transaction — also when the certificate itself was already revoked.
    */
   revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent, successorAudit?: (serial: string) => AuditEvent): RevocationOutcome;
-  /** Revoked certificates of an authority that have not expired at `now`, streamed (CRLs can be large). */
-  revokedEntries(authorityId: string, now: Date): Iterable<RevokedEntry>;
+  /**
+   * Revoked certificates of an authority that its CRL must still list, streamed (CRLs can be large): every
+   * one except those already recorded with `recordListedAfterExpiry`.
+   */
+  revokedEntries(authorityId: string): Iterable<RevokedEntry>;
+  /**
+   * Records that these expired certificates appeared on a scheduled CRL issued at `thisUpdate`, after their
+   * expiry (RFC 5280 §3.3): later CRLs need not list them. Only the first such CRL is kept.
+   */
+  recordListedAfterExpiry(authorityId: string, serials: readonly string[], thisUpdate: Date): void;
   /** The next CRL number of an authority: strictly greater than any reserved before. */
   reserveCrlNumber(authorityId: string): bigint;
 }

@@ -126,7 +126,25 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       ),
       fail: db.prepare("UPDATE certificates SET state = 'failed' WHERE serial = ? AND state = 'prepared'"),
       get: db.prepare("SELECT * FROM certificates WHERE serial = ? AND state = 'issued'"),
+      freePages: db.prepare("SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()").pluck(),
+      claimSpace: db.prepare("INSERT INTO storage_probe (payload) VALUES (zeroblob(?))"),
+      releaseSpace: db.prepare("DELETE FROM storage_probe"),
     };
+  }
+
+  /**
+   * Resolves when a write would go through now: it takes the write lock the way issuance does (bounded wait,
+   * without blocking the event loop) and, after the disk refused a write, also claims more space than the
+   * file has free inside it, so that the answer is about new pages. Rejects with UnavailableError otherwise.
+   */
+  probeWritable(): Promise<void> {
+    return this.committer.submit(() => {
+      if (!this.committer.storageFailing) return;
+      // Capped: a file with that much free inside mostly fails on WAL growth, which any commit here exercises.
+      const free = Number(this.statements.freePages.get());
+      this.statements.claimSpace.run(Math.min(free + 65_536, 1_048_576));
+      this.statements.releaseSpace.run();
+    });
   }
 
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {

@@ -1,4 +1,5 @@
 import type { SqliteDatabase } from "./database.js";
+import { isLockContention, isStorageFailure, unavailableFor } from "./storage-errors.js";
 import { WalFlusher } from "./wal-flusher.js";
 
 interface PendingWork {
@@ -7,15 +8,9 @@ interface PendingWork {
   readonly reject: (reason: unknown) => void;
 }
 
-/** Waits between attempts to take the write lock while another process holds it. */
-const LOCK_RETRY_MS = 1;
-/** After this long without the lock, fall back to SQLite's blocking wait (busy_timeout) for one attempt. */
-const LOCK_PATIENCE_MS = 2_000;
-
-function isBusy(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
-}
+/** The first pause before trying the write lock again; it doubles on each try up to LONGEST_LOCK_RETRY_MS. */
+const FIRST_LOCK_RETRY_MS = 1;
+const LONGEST_LOCK_RETRY_MS = 25;
 
 /**
  * Group commit: work submitted during one turn of the event loop runs in a single transaction. A durable
@@ -27,7 +22,11 @@ function isBusy(error: unknown): boolean {
  * Several service processes write to the same file. When another one holds the write lock, SQLite's own
  * busy handler would sleep with the event loop blocked (in steps of up to 100 ms), stalling every request
  * of this process. Instead the group is attempted without waiting and, when the lock is taken, retried a
- * millisecond later while the event loop goes on with other requests — whose work joins the waiting group.
+ * moment later while the event loop goes on with other requests — whose work joins the waiting group. The
+ * wait is bounded by the connection's busy timeout: a lock that stays held past it (an operator's tool left
+ * in a transaction, a stuck process) fails the group with UNAVAILABLE, so clients get a retryable answer
+ * instead of none. A full or failing disk fails the group the same way, and the committer remembers it
+ * until a commit goes through again (see `storageFailing`).
  *
  * Submissions are expected to succeed (they decide refusals with conditional updates rather than by
  * throwing). If one throws anyway, the whole group is rolled back and each submission is replayed in a
@@ -38,6 +37,8 @@ export class GroupCommitter {
   private pending: PendingWork[] = [];
   private scheduled = false;
   private waitingSince: number | undefined;
+  private retryDelay = FIRST_LOCK_RETRY_MS;
+  private failingStorage = false;
   private readonly runGroup: (batch: readonly PendingWork[]) => unknown[];
   private readonly runOne: (item: PendingWork) => unknown;
   private readonly setBusyTimeout: (milliseconds: number) => void;
@@ -68,37 +69,55 @@ export class GroupCommitter {
     });
   }
 
+  /** Whether the last commit failed because the disk refused it (full or failing) and none has succeeded since. */
+  get storageFailing(): boolean {
+    return this.failingStorage;
+  }
+
   private flush(): void {
     const batch = this.pending;
-    const patient = this.waitingSince !== undefined && performance.now() - this.waitingSince > LOCK_PATIENCE_MS;
+    this.waitingSince ??= performance.now();
     let results: unknown[];
     try {
-      results = this.withoutWaiting(!patient, () => this.syncedLater(() => this.runGroup(batch)));
+      results = this.withoutWaiting(() => this.syncedLater(() => this.runGroup(batch)));
     } catch (error) {
-      if (isBusy(error) && !patient) {
-        this.waitingSince ??= performance.now();
-        setTimeout(() => this.flush(), LOCK_RETRY_MS);
+      if (isLockContention(error) && performance.now() - this.waitingSince < this.defaultBusyTimeout) {
+        setTimeout(() => this.flush(), this.retryDelay);
+        this.retryDelay = Math.min(this.retryDelay * 2, LONGEST_LOCK_RETRY_MS);
         return;
       }
       this.settle();
+      const unavailable = unavailableFor(error);
+      if (unavailable) {
+        // The lock or the disk, not any one submission: replaying them one by one would fail the same way.
+        if (isStorageFailure(unavailable.cause)) this.failingStorage = true;
+        for (const item of batch) item.reject(unavailable);
+        return;
+      }
       for (const item of batch) {
         try {
           item.resolve(this.runOne(item));
         } catch (itemError) {
-          item.reject(itemError);
+          item.reject(unavailableFor(itemError) ?? itemError);
         }
       }
       return;
     }
     this.settle();
     if (!this.flusher) {
+      this.failingStorage = false;
       batch.forEach((item, index) => item.resolve(results[index]));
       return;
     }
     this.flusher.flush().then(
-      () => batch.forEach((item, index) => item.resolve(results[index])),
+      () => {
+        this.failingStorage = false;
+        batch.forEach((item, index) => item.resolve(results[index]));
+      },
       (error: unknown) => {
-        for (const item of batch) item.reject(error);
+        const unavailable = unavailableFor(error);
+        if (isStorageFailure(unavailable?.cause)) this.failingStorage = true;
+        for (const item of batch) item.reject(unavailable ?? error);
       },
     );
   }
@@ -119,10 +138,11 @@ export class GroupCommitter {
     this.pending = [];
     this.scheduled = false;
     this.waitingSince = undefined;
+    this.retryDelay = FIRST_LOCK_RETRY_MS;
   }
 
-  private withoutWaiting<T>(enabled: boolean, run: () => T): T {
-    if (!enabled) return run();
+  /** SQLite's own busy handler would sleep with the event loop blocked; the committer retries by timer instead. */
+  private withoutWaiting<T>(run: () => T): T {
     this.setBusyTimeout(0);
     try {
       return run();

@@ -304,4 +304,17 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX jwt_uses_expires_at ON jwt_uses(expires_at);
     `,
   },
+  {
+    version: 10,
+    sql: `
+      -- Space the readiness probe takes and gives back after a write failed because the disk refused it.
+      CREATE TABLE storage_probe (payload BLOB NOT NULL);
+
+      -- When the entry first appeared on a scheduled CRL issued after the certificate expired (RFC 5280 §3.3):
+      -- until then it stays on every CRL, afterwards it may drop off.
+      ALTER TABLE certificates ADD COLUMN crl_listed_after_expiry_at INTEGER;
+      CREATE INDEX certificates_crl_entries ON certificates(authority_id, revoked_at, serial)
+        WHERE revoked_at IS NOT NULL AND crl_listed_after_expiry_at IS NULL;
+    `,
+  },
 ];

@@ -30,9 +30,14 @@ export class SqliteRevocationRepository implements RevocationRepository {
       revokeSuccessor: db.prepare(
         "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND state <> 'failed' AND revoked_at IS NULL",
       ),
+      // Answered from the partial index certificates_crl_entries, which holds exactly these rows.
       revoked: db.prepare(
-        `SELECT serial, revoked_at, revocation_reason FROM certificates
-         WHERE authority_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial`,
+        `SELECT serial, revoked_at, revocation_reason, not_after FROM certificates
+         WHERE authority_id = ? AND revoked_at IS NOT NULL AND crl_listed_after_expiry_at IS NULL ORDER BY revoked_at, serial`,
+      ),
+      listedAfterExpiry: db.prepare(
+        `UPDATE certificates SET crl_listed_after_expiry_at = ?
+         WHERE serial = ? AND authority_id = ? AND revoked_at IS NOT NULL AND not_after < ? AND crl_listed_after_expiry_at IS NULL`,
       ),
       reserve: db
         .prepare(
@@ -61,15 +66,23 @@ export class SqliteRevocationRepository implements RevocationRepository {
     });
   }
 
-  *revokedEntries(authorityId: string, now: Date): Iterable<RevokedEntry> {
-    const rows = this.statements.revoked.iterate(authorityId, now.getTime()) as IterableIterator<{
+  *revokedEntries(authorityId: string): Iterable<RevokedEntry> {
+    const rows = this.statements.revoked.iterate(authorityId) as IterableIterator<{
       serial: string;
       revoked_at: number;
       revocation_reason: string;
+      not_after: number;
     }>;
     for (const row of rows) {
-      yield { serial: row.serial, revokedAt: new Date(row.revoked_at), reason: row.revocation_reason };
+      yield { serial: row.serial, revokedAt: new Date(row.revoked_at), reason: row.revocation_reason, notAfter: new Date(row.not_after) };
     }
+  }
+
+  recordListedAfterExpiry(authorityId: string, serials: readonly string[], thisUpdate: Date): void {
+    if (serials.length === 0) return;
+    inTransaction(this.db, () => {
+      for (const serial of serials) this.statements.listedAfterExpiry.run(thisUpdate.getTime(), serial, authorityId, thisUpdate.getTime());
+    });
   }
 
   reserveCrlNumber(authorityId: string): bigint {

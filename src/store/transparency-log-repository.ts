@@ -3,7 +3,10 @@ import { auditLogEntry, certificateLogEntry } from "../audit/log-entry.js";
 import { leafHash, nodeHash, type SubtreeHashes } from "../audit/merkle.js";
 import type { StoredCheckpoint, TransparencyLogRepository } from "../audit/transparency-log.js";
 import { certificateFromRow, type CertificateRow } from "./certificate-store.js";
-import { inTransaction, type SqliteDatabase } from "./database.js";
+import { inTransactionWaitingAtMost, type SqliteDatabase } from "./database.js";
+
+/** How long a sequencing round waits for a write lock held elsewhere (blocking this process meanwhile). */
+const SEQUENCING_LOCK_WAIT_MS = 100;
 
 interface CheckpointRow {
   tree_size: number;
@@ -60,7 +63,8 @@ export class SqliteTransparencyLogRepository implements TransparencyLogRepositor
   }
 
   sequence(limit: number): { appended: number; treeSize: number } {
-    return inTransaction(this.db, () => {
+    // A round that cannot have the lock soon fails and the next one (an interval later) catches up.
+    return inTransactionWaitingAtMost(this.db, SEQUENCING_LOCK_WAIT_MS, () => {
       let size = Number(this.statements.treeSize.get());
       const start = size;
       const append = (kind: "certificate" | "audit", ref: number, entry: Buffer): void => {

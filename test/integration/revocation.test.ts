@@ -2,7 +2,8 @@
  * Revocation end to end against the real service (child process, SoftHSM, SQLite file): the revokeCertificate
  * mutation (idempotence, audit, refusals that leave nothing behind) and the per-intermediate CRL it
  * publishes, judged by openssl (signature, contents, `openssl verify -crl_check_all` on real chains), CRL
- * numbering that only goes up (also across a restart), expired entries dropping off, and a burst of
+ * numbering that only goes up (also across a restart), expired entries staying until a scheduled CRL has
+ * listed them after their expiry (crl-expiry.test.ts follows them off with a test clock), and a burst of
  * parallel revocations whose coalesced rebuilds lose none.
  *
  * One service for the whole file (restarted once on the same data folder); the tests run in order and build
@@ -135,7 +136,7 @@ describe.skipIf(missing !== undefined)(`revocation and CRLs through the running 
   let firstRevocation: Revoked;
   /** The intermediate's CRL fetched right after leaf A was revoked. */
   let crlAfterFirst: Buffer;
-  /** Every serial revoked so far, still unexpired: each CRL from now on must list them all. */
+  /** Every serial revoked so far (none has been on a scheduled CRL after its expiry yet): each CRL from now on must list them all. */
   const revokedSerials = new Set<string>();
   /** The highest CRL number seen so far. */
   let highestCrlNumber = 0n;
@@ -380,7 +381,7 @@ describe.skipIf(missing !== undefined)(`revocation and CRLs through the running 
     expect(crl.entries.size).toBe(3);
   }, 60_000);
 
-  it("drops revoked certificates off the CRL once they have expired", async () => {
+  it("keeps an expired revoked certificate on a CRL made for a revocation: only a scheduled one after its expiry may drop it", async () => {
     const shortLived = await issueLeaf("short-lived", 60);
     expect(new Date(shortLived.notAfter).getTime() - Date.now()).toBeLessThanOrEqual(61_000);
     await revokeOk(shortLived.serial, "CESSATION_OF_OPERATION");
@@ -398,14 +399,14 @@ describe.skipIf(missing !== undefined)(`revocation and CRLs through the running 
     } finally {
       db.close();
     }
-    revokedSerials.delete(shortLived.serial);
 
-    // Another revocation triggers a rebuild; the expired entry is gone, every other one is still there.
+    // Another revocation triggers an out-of-cycle rebuild: issued after the expiry, but not a scheduled CRL
+    // (RFC 5280 §3.3), so the expired entry is still there, with every other one.
     const leafD = await issueLeaf("delta");
     await revokeOk(leafD.serial, "SUPERSEDED");
     const crl = await currentCrl();
     expect(crl.crlNumber).toBeGreaterThan(listed.crlNumber);
-    expect(crl.entries.has(serialKey(shortLived.serial))).toBe(false);
+    expect(crl.entries.get(serialKey(shortLived.serial))?.reason).toBe("Cessation Of Operation");
     expect([...crl.entries.keys()].sort()).toEqual([...revokedSerials].map(serialKey).sort());
     expect(crl.entries.get(serialKey(leafD.serial))?.reason).toBe("Superseded");
   });

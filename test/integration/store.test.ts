@@ -8,7 +8,7 @@ import type { PreparedIssuance } from "../../src/ca/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
 import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
-import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
+import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { GroupCommitter } from "../../src/store/group-commit.js";
 import { MIGRATIONS } from "../../src/store/migrations.js";
 import { SqliteOcspRepository } from "../../src/store/ocsp-repository.js";
@@ -239,7 +239,7 @@ describe("GroupCommitter", () => {
       expect(await Promise.all([first, second])).toEqual([1, 1]);
       expect(other.prepare("SELECT value FROM group_commit_probe ORDER BY value").pluck().all()).toEqual([1, 2]);
       expect(db.pragma("synchronous", { simple: true })).toBe(2);
-      expect(db.pragma("busy_timeout", { simple: true })).toBe(10_000);
+      expect(db.pragma("busy_timeout", { simple: true })).toBe(DEFAULT_BUSY_TIMEOUT_MS);
     } finally {
       if (other.inTransaction) other.exec("ROLLBACK");
       other.close();
