@@ -307,4 +307,11 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       ALTER TABLE trust_bundle_consumers_registered RENAME TO trust_bundle_consumers;
     `,
   },
+  {
+    version: 15,
+    sql: `
+      -- An API key may expire; NULL: it lasts until revoked (the keys made before, the bootstrap admin key).
+      ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+    `,
+  },
 ];

@@ -317,6 +317,8 @@ export type TrustBundle = {
 export type CreateApiKeyInput = {
   readonly name: Scalars['String']['input'];
   readonly role: ApiKeyRole;
+  /** Lifetime in seconds, 1 to 31622400 (366 days); omitted: the key lasts until revoked. An expired key is UNAUTHENTICATED. */
+  readonly expiresInSeconds?: InputMaybe<Scalars['Int']['input']>;
 };
 
 export type ApiKeyRole =
@@ -330,6 +332,8 @@ export type CreatedApiKey = {
   readonly role: ApiKeyRole;
   /** The secret, shown once. Send it as `Authorization: Bearer <key>`. */
   readonly key: Scalars['String']['output'];
+  /** When the key stops working; null: when revoked. */
+  readonly expiresAt: Maybe<Scalars['String']['output']>;
 };
 
 export type CreateEnrollmentTokenInput = {
@@ -474,6 +478,8 @@ export type ApiKey = {
   readonly role: ApiKeyRole;
   readonly createdAt: Scalars['String']['output'];
   readonly revokedAt: Maybe<Scalars['String']['output']>;
+  /** When the key stops working; null: only when revoked. */
+  readonly expiresAt: Maybe<Scalars['String']['output']>;
 };
 
 export type AuditOutcome =
@@ -895,6 +901,7 @@ export type CreatedApiKeyResolvers<ContextType = GraphQLContext, ParentType exte
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   role?: Resolver<ResolversTypes['ApiKeyRole'], ParentType, ContextType>;
   key?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  expiresAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
@@ -982,6 +989,7 @@ export type ApiKeyResolvers<ContextType = GraphQLContext, ParentType extends Res
   role?: Resolver<ResolversTypes['ApiKeyRole'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   revokedAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  expiresAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 

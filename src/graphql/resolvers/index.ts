@@ -34,6 +34,7 @@ import { AuditEventConnection } from "./types/AuditEventConnection.js";
 import { Authority } from "./types/Authority.js";
 import { Certificate } from "./types/Certificate.js";
 import { CertificateConnection } from "./types/CertificateConnection.js";
+import { CreatedApiKey } from "./types/CreatedApiKey.js";
 import { EnrollmentToken } from "./types/EnrollmentToken.js";
 import { IssuedCertificate } from "./types/IssuedCertificate.js";
 import { Registration } from "./types/Registration.js";
@@ -50,6 +51,7 @@ export const resolvers: Resolvers = {
   Authority,
   Certificate,
   CertificateConnection,
+  CreatedApiKey,
   EnrollmentToken,
   IssuedCertificate,
   Registration,
