@@ -337,7 +337,8 @@ export async function startService(
     audit,
     clock,
     logger: logger.child({ component: "rotation" }),
-    maxConsumers: 10_000,
+    maxConsumers: config.trustBundleConsumers.max,
+    trustDomain: config.trustDomain,
     ownership,
   });
   // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.

@@ -19,7 +19,11 @@ export type AuditEventType =
   | "issuance.signed"
   | "issuance.failed"
   | "issuance.refused"
-  | "certificate.revoked";
+  | "certificate.revoked"
+  | "consumer.registered"
+  | "consumer.unregistered"
+  | "consumer.acknowledged"
+  | "consumer.acknowledgement_refused";
 
 /**
  * One append-only audit record. `actor` names the principal (`apikey:<id>`, `token:<id>`, `system`) and

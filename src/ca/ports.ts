@@ -17,17 +17,30 @@ export interface AuthorityRepository {
   lastLeafExpiry(id: string): Date | undefined;
 }
 
-/** A mesh control plane's last acknowledged trust bundle version. */
+/** A mesh control plane that installs the trust bundle, registered by an admin, and the last version it acknowledged. */
 export interface TrustBundleConsumer {
   readonly consumerId: string;
+  /** The workload whose certificate may acknowledge for this consumer; null: only admins may. */
+  readonly spiffeId: string | null;
+  /** 0 until the first acknowledgement. */
   readonly acknowledgedSequence: number;
-  readonly acknowledgedAt: Date;
+  readonly acknowledgedAt: Date | null;
   readonly firstSeenAt: Date;
+  /** Null for a consumer created by an acknowledgement before consumers were registered. */
+  readonly registeredAt: Date | null;
+  readonly registeredBy: string | null;
 }
 
 export interface TrustBundleConsumerRepository {
-  /** Records an acknowledgement; the stored sequence never goes down. Returns the consumer as stored. */
-  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer;
+  /** Creates the consumer, or rebinds an existing one to `spiffeId` keeping its acknowledged version. */
+  register(consumer: { consumerId: string; spiffeId: string | null; registeredBy: string }, now: Date): TrustBundleConsumer;
+  /** Whether a consumer was removed. */
+  unregister(consumerId: string): boolean;
+  /**
+   * Records an acknowledgement of an existing consumer (never creates one); the stored sequence never goes
+   * down. Returns the consumer as stored, or undefined when it does not exist.
+   */
+  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer | undefined;
   get(consumerId: string): TrustBundleConsumer | undefined;
   list(): TrustBundleConsumer[];
   count(): number;

@@ -1,18 +1,29 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../common/clock.js";
-import { BadUserInputError, NotFoundError, PolicyViolationError } from "../common/errors.js";
+import { AnchorageError, BadUserInputError, ForbiddenError, NotFoundError, PolicyViolationError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import { requireRole } from "../policy/api-keys.js";
+import { parseIdentityInput } from "../policy/identity-input.js";
 import { actorOf, type Principal } from "../policy/principal.js";
 import type { AuthorityService } from "./authority-service.js";
 import type { AuthorityWatcher } from "./authority-watcher.js";
 import type { CertificateOwnership } from "./certificate-ownership.js";
 import type { IssuerRegistry } from "./issuer-registry.js";
-import type { AuthorityRecord } from "./model.js";
+import type { AuthorityRecord, CertificateRecord } from "./model.js";
 import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "./ports.js";
 import type { TrustBundle } from "./trust-bundle.js";
 
 const CONSUMER_ID = /^[A-Za-z0-9._:/@-]{1,128}$/;
+
+function checkConsumerId(consumerId: string): void {
+  if (!CONSUMER_ID.test(consumerId)) throw new BadUserInputError("consumerId must be 1 to 128 letters, digits or . _ : / @ -");
+}
+
+function notAllowedFor(consumerId: string): ForbiddenError {
+  return new ForbiddenError(
+    `not allowed to acknowledge for trust bundle consumer ${JSON.stringify(consumerId)}: an admin registers each consumer with the SPIFFE ID that may speak for it`,
+  );
+}
 
 export interface ConsumerStatus extends TrustBundleConsumer {
   /** Whether the consumer has installed a bundle with the intermediate that issues now. */
@@ -23,7 +34,7 @@ export interface ConsumerStatus extends TrustBundleConsumer {
  * Intermediate rotation with overlap, and the trust bundle's consumers. A new intermediate is published
  * (in the bundle, not issuing) by the admin CLI; `activate` switches issuance to it in every process without
  * a restart; `retire` removes an old one from the bundle once the last certificate it signed has expired and
- * every known consumer has acknowledged a bundle with its successor (an admin may override the latter), and
+ * every registered consumer has acknowledged a bundle with its successor (an admin may override the latter), and
  * `retireExpired` does so by itself, on a timer, when both hold.
  */
 export class RotationService {
@@ -37,8 +48,10 @@ export class RotationService {
       readonly audit: AuditLog;
       readonly clock: Clock;
       readonly logger: Logger;
-      /** Bound on distinct consumer ids. */
+      /** Bound on registered consumers. */
       readonly maxConsumers: number;
+      /** The SPIFFE IDs consumers are registered with belong to it. */
+      readonly trustDomain: string;
       /** Authenticates control planes that acknowledge with their own certificate. */
       readonly ownership: CertificateOwnership;
     },
@@ -56,25 +69,92 @@ export class RotationService {
   }
 
   /**
-   * Records the bundle version a consumer installed. Needs an admin key or a certificate of this CA over
-   * mutual TLS (a control plane is a workload too): an unauthenticated consumer could hold retirements back.
+   * Registers a consumer, or rebinds an existing one, with the SPIFFE ID whose certificate may acknowledge for
+   * it (none: only admins may). Admin. Only admins create consumers, so strangers cannot fill the bounded table
+   * or hold retirements back with made-up ones; the acknowledged version of an existing consumer is kept.
    */
-  acknowledge(principal: Principal, clientCertificate: Buffer | undefined, consumerId: string, sequence: number): TrustBundleConsumer {
+  registerConsumer(principal: Principal, input: { consumerId: string; spiffeId?: string | null }, remoteAddress?: string): ConsumerStatus {
+    requireRole(principal, "ADMIN");
+    checkConsumerId(input.consumerId);
+    const spiffeId = input.spiffeId == null ? null : parseIdentityInput(input.spiffeId, [], this.deps.trustDomain).spiffeId;
+    const existing = this.deps.consumers.get(input.consumerId);
+    if (!existing && this.deps.consumers.count() >= this.deps.maxConsumers) {
+      throw new PolicyViolationError(`this CA tracks at most ${this.deps.maxConsumers} trust bundle consumers: unregister one first`);
+    }
+    const stored = this.deps.consumers.register({ consumerId: input.consumerId, spiffeId, registeredBy: actorOf(principal) }, this.deps.clock.now());
+    this.deps.audit.record({
+      type: "consumer.registered",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: input.consumerId,
+      ...(remoteAddress ? { remoteAddress } : {}),
+      details: { spiffeId, previousSpiffeId: existing ? existing.spiffeId : null, existed: existing !== undefined },
+    });
+    return this.status(stored, this.requiredSequence());
+  }
+
+  /** Removes a consumer: retirements stop waiting for it and nobody can acknowledge for it any more. Admin. */
+  unregisterConsumer(principal: Principal, consumerId: string, remoteAddress?: string): void {
+    requireRole(principal, "ADMIN");
+    const existing = this.deps.consumers.get(consumerId);
+    if (!existing || !this.deps.consumers.unregister(consumerId)) {
+      throw new NotFoundError(`no trust bundle consumer with id ${JSON.stringify(consumerId.slice(0, 128))}`);
+    }
+    this.deps.audit.record({
+      type: "consumer.unregistered",
+      actor: actorOf(principal),
+      outcome: "success",
+      subject: consumerId,
+      ...(remoteAddress ? { remoteAddress } : {}),
+      details: { spiffeId: existing.spiffeId, acknowledgedSequence: existing.acknowledgedSequence },
+    });
+  }
+
+  /**
+   * Records the bundle version a registered consumer installed. Needs an admin key, or the certificate of the
+   * SPIFFE ID the consumer was registered with, presented over mutual TLS: a forged acknowledgement could let
+   * an intermediate be retired while the mesh still needs it. An unknown consumer and the wrong caller are the
+   * same FORBIDDEN, so that workloads cannot probe which consumers exist. Every acknowledgement, and every
+   * refusal of an authenticated caller, is an audit event.
+   */
+  acknowledge(principal: Principal, clientCertificate: Buffer | undefined, consumerId: string, sequence: number, remoteAddress?: string): TrustBundleConsumer {
+    const now = this.deps.clock.now();
+    let caller: CertificateRecord | undefined;
     if (principal.kind === "apiKey" || !clientCertificate) requireRole(principal, "ADMIN");
-    else this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now());
-    if (!CONSUMER_ID.test(consumerId)) {
-      throw new BadUserInputError("consumerId must be 1 to 128 letters, digits or . _ : / @ -");
+    else caller = this.deps.ownership.authenticate(clientCertificate, now);
+    const actor = caller ? `certificate:${caller.serial}` : actorOf(principal);
+    const audited = { actor, subject: consumerId.slice(0, 128), ...(remoteAddress ? { remoteAddress } : {}) };
+    try {
+      checkConsumerId(consumerId);
+      const consumer = this.deps.consumers.get(consumerId);
+      if (!consumer || (caller && consumer.spiffeId !== caller.spiffeId)) throw notAllowedFor(consumerId);
+      const current = this.deps.repository.bundleSequence();
+      if (!Number.isInteger(sequence) || sequence < 1 || sequence > current) {
+        throw new BadUserInputError(`sequence must be a published bundle version, 1 to ${current}`);
+      }
+      // Undefined when an admin unregistered the consumer in between.
+      const stored = this.deps.consumers.acknowledge(consumerId, sequence, now);
+      if (!stored) throw notAllowedFor(consumerId);
+      this.deps.audit.record({
+        type: "consumer.acknowledged",
+        outcome: "success",
+        ...audited,
+        details: { sequence, acknowledgedSequence: stored.acknowledgedSequence, spiffeId: caller?.spiffeId ?? null },
+      });
+      this.deps.logger.info({ consumerId, sequence: stored.acknowledgedSequence, actor }, "trust bundle acknowledged");
+      return stored;
+    } catch (error) {
+      if (error instanceof AnchorageError) {
+        this.deps.audit.record({
+          type: "consumer.acknowledgement_refused",
+          outcome: "failure",
+          code: error.code,
+          ...audited,
+          details: { sequence, reason: error.message, spiffeId: caller?.spiffeId ?? null },
+        });
+      }
+      throw error;
     }
-    const current = this.deps.repository.bundleSequence();
-    if (!Number.isInteger(sequence) || sequence < 1 || sequence > current) {
-      throw new BadUserInputError(`sequence must be a published bundle version, 1 to ${current}`);
-    }
-    if (!this.deps.consumers.get(consumerId) && this.deps.consumers.count() >= this.deps.maxConsumers) {
-      throw new PolicyViolationError(`this CA tracks at most ${this.deps.maxConsumers} trust bundle consumers`);
-    }
-    const stored = this.deps.consumers.acknowledge(consumerId, sequence, this.deps.clock.now());
-    this.deps.logger.info({ consumerId, sequence: stored.acknowledgedSequence }, "trust bundle acknowledged");
-    return stored;
   }
 
   consumers(principal: Principal): { currentSequence: number; requiredSequence: number; consumers: ConsumerStatus[] } {
@@ -83,8 +163,12 @@ export class RotationService {
     return {
       currentSequence: this.deps.repository.bundleSequence(),
       requiredSequence,
-      consumers: this.deps.consumers.list().map((consumer) => ({ ...consumer, current: consumer.acknowledgedSequence >= requiredSequence })),
+      consumers: this.deps.consumers.list().map((consumer) => this.status(consumer, requiredSequence)),
     };
+  }
+
+  private status(consumer: TrustBundleConsumer, requiredSequence: number): ConsumerStatus {
+    return { ...consumer, current: consumer.acknowledgedSequence >= requiredSequence };
   }
 
   /** Makes a published intermediate the one that issues, in every service process. Idempotent. */

@@ -10,7 +10,7 @@
  *       trust bundle, not issuing); activate it with the activateAuthority mutation once consumers have it
  *   npm run admin -- import-root-crl --root-crl root.crl
  *       replaces the served root CRL with a newer one
- *   npm run admin -- create-api-key --name NAME [--role ADMIN|AUDITOR]
+ *   npm run admin -- create-api-key --name NAME [--role ADMIN|AUDITOR] [--expires-in-seconds N]
  *       creates an API key (the first admin key of a production install) and prints it once
  *
  * Configuration is the service's (ANCHORAGE_* variables, ANCHORAGE_CONFIG); the online token PIN comes from
@@ -55,6 +55,7 @@ const { positionals, values } = parseArgs({
     "root-crl": { type: "string" },
     name: { type: "string" },
     role: { type: "string", default: "ADMIN" },
+    "expires-in-seconds": { type: "string" },
   },
 });
 
@@ -202,11 +203,18 @@ function createApiKey(config: Config): void {
   if (!name) throw new UsageError("--name is required");
   const role = values.role;
   if (role !== "ADMIN" && role !== "AUDITOR") throw new UsageError("--role must be ADMIN or AUDITOR");
+  const lifetime = values["expires-in-seconds"];
+  if (lifetime !== undefined && !/^[0-9]+$/.test(lifetime)) throw new UsageError("--expires-in-seconds must be a whole number of seconds");
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   try {
     const audit = new AuditLog(new SqliteAuditEventRepository(db), systemClock, silentLogger);
-    const created = new ApiKeyService(new SqliteApiKeyRepository(db), audit, systemClock).create("bootstrap", { name, role });
-    console.log(`API key ${created.id} (${role}) created; it is shown once:\n${created.key}`);
+    const created = new ApiKeyService(new SqliteApiKeyRepository(db), audit, systemClock).create("bootstrap", {
+      name,
+      role,
+      expiresInSeconds: lifetime === undefined ? null : Number(lifetime),
+    });
+    const expiry = created.expiresAt ? `, expires ${created.expiresAt.toISOString()}` : "";
+    console.log(`API key ${created.id} (${role}${expiry}) created; it is shown once:\n${created.key}`);
   } finally {
     db.close();
   }

@@ -1,6 +1,6 @@
 /**
  * The embedded development default: everything under the data folder, created on first start and reused
- * afterwards. SoftHSM tokens (root and online, each with its own PIN), the root made by the ceremony CLI
+ * afterwards. SoftHSM tokens (root and online, each with its own PINs, initialised through PKCS#11), the root made by the ceremony CLI
  * in a child process (the service process never opens the root token), an intermediate whose key is
  * generated in the online token, and a first admin API key.
  */
@@ -19,6 +19,7 @@ import { decodePem, encodePem } from "../common/pem.js";
 import type { Config } from "../config/config.js";
 import type { ApiKeyService } from "../policy/api-keys.js";
 import type { CrlRepository } from "../revocation/ports.js";
+import { initialiseToken } from "../signer/pkcs11/token-initialisation.js";
 import type { KeyStore } from "../signer/signer.js";
 
 const PROJECT_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -63,15 +64,17 @@ export function prepareDevelopmentHsm(config: Config, logger: Logger): Developme
     writeFileSync(softhsmConf, template.replaceAll("@TOKEN_DIR@", tokens), { mode: 0o600 });
   }
   process.env.SOFTHSM2_CONF = softhsmConf;
-  const initToken = join(PROJECT_ROOT, "hsm", "init-token.sh");
+  // Through PKCS#11 in this process, never a tool's command line, where every local user could read the PINs.
+  const initialise = (label: string, userPin: string, soPin: string): void => {
+    if (initialiseToken({ modulePath: config.hsm.modulePath, label, userPin, soPin })) logger.info({ tokenLabel: label }, "token initialised");
+  };
   const onlinePin = secretFile(join(secrets, "online-token.pin"));
-  run("bash", [initToken, softhsmConf, config.hsm.tokenLabel, onlinePin, secretFile(join(secrets, "online-token.so-pin"))], "initialising the online token");
+  initialise(config.hsm.tokenLabel, onlinePin, secretFile(join(secrets, "online-token.so-pin")));
   // The root token is made once, before the first ceremony. Afterwards the service never touches its PIN
   // (an operator may well have moved the file offline), so the running service holds no root secret.
   const rootPinFile = join(secrets, "root-token.pin");
   if (!existsSync(join(dataDir, "root.pem"))) {
-    const rootPin = secretFile(rootPinFile);
-    run("bash", [initToken, softhsmConf, ROOT_TOKEN_LABEL, rootPin, secretFile(join(secrets, "root-token.so-pin"))], "initialising the root token");
+    initialise(ROOT_TOKEN_LABEL, secretFile(rootPinFile), secretFile(join(secrets, "root-token.so-pin")));
   }
   logger.info({ dataDir, softhsmConf }, "development HSM ready");
   return { onlinePin, rootPinFile, softhsmConf };

@@ -65,6 +65,10 @@ export interface Config {
     /** Whether a renewal may keep the current key. */
     readonly allowSameKey: boolean;
   };
+  readonly trustBundleConsumers: {
+    /** Bound on registered trust bundle consumers (only admins register them). */
+    readonly max: number;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -166,6 +170,7 @@ const schema = z
           .default(false),
       })
       .prefault({}),
+    trustBundleConsumers: z.object({ max: positiveInt.max(1_000_000).default(10_000) }).prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -197,6 +202,7 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",
   ANCHORAGE_RENEWAL_GRACE_SECONDS: "renewal.graceSeconds",
   ANCHORAGE_RENEWAL_ALLOW_SAME_KEY: "renewal.allowSameKey",
+  ANCHORAGE_MAX_TRUST_BUNDLE_CONSUMERS: "trustBundleConsumers.max",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

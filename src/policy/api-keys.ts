@@ -7,12 +7,16 @@ import { actorOf, type Principal } from "./principal.js";
 
 const KEY_PREFIX: Record<ApiKeyRole, string> = { ADMIN: "anc_admin", AUDITOR: "anc_audit" };
 
+/** A key meant to expire is rotated at least yearly; one that should not expire is created without a lifetime. */
+export const MAX_API_KEY_LIFETIME_SECONDS = 366 * 86_400;
+
 export interface CreatedApiKey {
   readonly id: string;
   readonly name: string;
   readonly role: ApiKeyRole;
   /** The secret, shown once. Only its hash is stored. */
   readonly key: string;
+  readonly expiresAt: Date | null;
 }
 
 /** API keys for operators and auditors: created by an admin (or the first-start bootstrap), stored hashed. */
@@ -23,9 +27,24 @@ export class ApiKeyService {
     private readonly clock: Clock,
   ) {}
 
-  /** Resolves a bearer key to its principal. Unknown and revoked keys are the same failure to the caller. */
+  /**
+   * Resolves a bearer key to its principal. Unknown and revoked keys are the same failure to the caller; an
+   * expired key says so, since only its holder can present it and the fix (a new key) differs.
+   */
   authenticate(bearer: string, remoteAddress?: string): Principal {
     const record = this.repository.findByHash(hashSecret(bearer));
+    if (record && !record.revokedAt && record.expiresAt && record.expiresAt.getTime() <= this.clock.now().getTime()) {
+      this.audit.record({
+        type: "authentication.failed",
+        actor: "anonymous",
+        outcome: "failure",
+        code: "UNAUTHENTICATED",
+        subject: record.id,
+        ...(remoteAddress ? { remoteAddress } : {}),
+        details: { credential: "api-key", reason: "expired", expiresAt: record.expiresAt.toISOString() },
+      });
+      throw new UnauthenticatedError(`the API key expired at ${record.expiresAt.toISOString()}: ask an admin for a new one`);
+    }
     if (!record || record.revokedAt) {
       this.audit.record({
         type: "authentication.failed",
@@ -40,30 +59,38 @@ export class ApiKeyService {
     return { kind: "apiKey", id: record.id, name: record.name, role: record.role };
   }
 
-  create(principal: Principal | "bootstrap", input: { name: string; role: ApiKeyRole }): CreatedApiKey {
+  /** `expiresInSeconds`: the key's lifetime, up to a year; without it the key lasts until revoked. */
+  create(principal: Principal | "bootstrap", input: { name: string; role: ApiKeyRole; expiresInSeconds?: number | null }): CreatedApiKey {
     if (principal !== "bootstrap") requireRole(principal, "ADMIN");
     const name = input.name.trim();
     if (name.length === 0 || name.length > 100) {
       throw new BadUserInputError("the API key name must be 1 to 100 characters");
     }
+    const lifetime = input.expiresInSeconds;
+    if (lifetime != null && (!Number.isInteger(lifetime) || lifetime < 1 || lifetime > MAX_API_KEY_LIFETIME_SECONDS)) {
+      throw new BadUserInputError(`expiresInSeconds must be an integer from 1 to ${MAX_API_KEY_LIFETIME_SECONDS}, or omitted for a key that lasts until revoked`);
+    }
     const key = generateSecret(KEY_PREFIX[input.role]);
     const id = generateId("key");
+    const now = this.clock.now();
+    const expiresAt = lifetime == null ? null : new Date(now.getTime() + lifetime * 1000);
     this.repository.insert({
       id,
       name,
       role: input.role,
       keyHash: hashSecret(key),
-      createdAt: this.clock.now(),
+      createdAt: now,
       revokedAt: null,
+      expiresAt,
     });
     this.audit.record({
       type: "apikey.created",
       actor: principal === "bootstrap" ? "system" : actorOf(principal),
       outcome: "success",
       subject: id,
-      details: { name, role: input.role },
+      details: { name, role: input.role, expiresAt: expiresAt?.toISOString() ?? null },
     });
-    return { id, name, role: input.role, key };
+    return { id, name, role: input.role, key, expiresAt };
   }
 
   list(principal: Principal): ApiKeyRecord[] {

@@ -10,6 +10,8 @@ export interface ApiKeyRecord {
   readonly keyHash: Buffer;
   readonly createdAt: Date;
   readonly revokedAt: Date | null;
+  /** After this the key is refused; null: it lasts until revoked. */
+  readonly expiresAt: Date | null;
 }
 
 export interface EnrollmentTokenRecord {

@@ -102,31 +102,50 @@ export class SqliteAuthorityRepository implements AuthorityRepository {
 
 interface ConsumerRow {
   consumer_id: string;
+  spiffe_id: string | null;
   acknowledged_sequence: number;
-  acknowledged_at: number;
+  acknowledged_at: number | null;
   first_seen_at: number;
+  registered_at: number | null;
+  registered_by: string | null;
 }
 
 const consumerFromRow = (row: ConsumerRow): TrustBundleConsumer => ({
   consumerId: row.consumer_id,
+  spiffeId: row.spiffe_id,
   acknowledgedSequence: row.acknowledged_sequence,
-  acknowledgedAt: new Date(row.acknowledged_at),
+  acknowledgedAt: row.acknowledged_at === null ? null : new Date(row.acknowledged_at),
   firstSeenAt: new Date(row.first_seen_at),
+  registeredAt: row.registered_at === null ? null : new Date(row.registered_at),
+  registeredBy: row.registered_by,
 });
 
 export class SqliteTrustBundleConsumerRepository implements TrustBundleConsumerRepository {
   constructor(private readonly db: SqliteDatabase) {}
 
-  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer {
+  register(consumer: { consumerId: string; spiffeId: string | null; registeredBy: string }, now: Date): TrustBundleConsumer {
     return inTransaction(this.db, () => {
       this.db
         .prepare(
-          `INSERT INTO trust_bundle_consumers (consumer_id, acknowledged_sequence, acknowledged_at, first_seen_at) VALUES (?, ?, ?, ?)
-           ON CONFLICT (consumer_id) DO UPDATE SET acknowledged_sequence = excluded.acknowledged_sequence, acknowledged_at = excluded.acknowledged_at
-           WHERE excluded.acknowledged_sequence > trust_bundle_consumers.acknowledged_sequence`,
+          `INSERT INTO trust_bundle_consumers (consumer_id, spiffe_id, acknowledged_sequence, first_seen_at, registered_by, registered_at)
+           VALUES (?, ?, 0, ?, ?, ?)
+           ON CONFLICT (consumer_id) DO UPDATE SET spiffe_id = excluded.spiffe_id, registered_by = excluded.registered_by, registered_at = excluded.registered_at`,
         )
-        .run(consumerId, sequence, now.getTime(), now.getTime());
-      return consumerFromRow(this.db.prepare("SELECT * FROM trust_bundle_consumers WHERE consumer_id = ?").get(consumerId) as ConsumerRow);
+        .run(consumer.consumerId, consumer.spiffeId, now.getTime(), consumer.registeredBy, now.getTime());
+      return this.get(consumer.consumerId) as TrustBundleConsumer;
+    });
+  }
+
+  unregister(consumerId: string): boolean {
+    return this.db.prepare("DELETE FROM trust_bundle_consumers WHERE consumer_id = ?").run(consumerId).changes > 0;
+  }
+
+  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer | undefined {
+    return inTransaction(this.db, () => {
+      this.db
+        .prepare("UPDATE trust_bundle_consumers SET acknowledged_sequence = ?, acknowledged_at = ? WHERE consumer_id = ? AND acknowledged_sequence < ?")
+        .run(sequence, now.getTime(), consumerId, sequence);
+      return this.get(consumerId);
     });
   }
 

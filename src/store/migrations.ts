@@ -317,4 +317,33 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
         WHERE revoked_at IS NOT NULL AND crl_listed_after_expiry_at IS NULL;
     `,
   },
+  {
+    version: 11,
+    sql: `
+      -- Consumers are registered by an admin with the SPIFFE ID allowed to acknowledge for them; an
+      -- acknowledgement no longer creates one. Rows from before keep holding retirements back but have no
+      -- registration (registered_at NULL) until an admin registers or removes them. Rebuilt because a registered
+      -- consumer has acknowledged nothing yet (sequence 0, no time).
+      CREATE TABLE trust_bundle_consumers_registered (
+        consumer_id TEXT PRIMARY KEY,
+        spiffe_id TEXT,
+        acknowledged_sequence INTEGER NOT NULL DEFAULT 0,
+        acknowledged_at INTEGER,
+        first_seen_at INTEGER NOT NULL,
+        registered_by TEXT,
+        registered_at INTEGER
+      );
+      INSERT INTO trust_bundle_consumers_registered (consumer_id, acknowledged_sequence, acknowledged_at, first_seen_at)
+        SELECT consumer_id, acknowledged_sequence, acknowledged_at, first_seen_at FROM trust_bundle_consumers;
+      DROP TABLE trust_bundle_consumers;
+      ALTER TABLE trust_bundle_consumers_registered RENAME TO trust_bundle_consumers;
+    `,
+  },
+  {
+    version: 12,
+    sql: `
+      -- An API key may expire; NULL: it lasts until revoked (the keys made before, the bootstrap admin key).
+      ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+    `,
+  },
 ];

@@ -16,6 +16,7 @@ interface ApiKeyRow {
   key_hash: Buffer;
   created_at: number;
   revoked_at: number | null;
+  expires_at: number | null;
 }
 
 const apiKeyFromRow = (row: ApiKeyRow): ApiKeyRecord => ({
@@ -25,6 +26,7 @@ const apiKeyFromRow = (row: ApiKeyRow): ApiKeyRecord => ({
   keyHash: row.key_hash,
   createdAt: new Date(row.created_at),
   revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
+  expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
 });
 
 export class SqliteApiKeyRepository implements ApiKeyRepository {
@@ -36,8 +38,16 @@ export class SqliteApiKeyRepository implements ApiKeyRepository {
 
   insert(record: ApiKeyRecord): void {
     this.db
-      .prepare("INSERT INTO api_keys (id, name, role, key_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)")
-      .run(record.id, record.name, record.role, record.keyHash, record.createdAt.getTime(), record.revokedAt?.getTime() ?? null);
+      .prepare("INSERT INTO api_keys (id, name, role, key_hash, created_at, revoked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+      .run(
+        record.id,
+        record.name,
+        record.role,
+        record.keyHash,
+        record.createdAt.getTime(),
+        record.revokedAt?.getTime() ?? null,
+        record.expiresAt?.getTime() ?? null,
+      );
   }
 
   findByHash(keyHash: Buffer): ApiKeyRecord | undefined {

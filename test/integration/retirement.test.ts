@@ -1,12 +1,13 @@
 /**
  * Automatic retirement of superseded intermediates, on a real SQLite file with a clock the test moves: an
  * intermediate leaves the trust bundle by itself only once every certificate it signed has expired and every
- * known consumer has the bundle with its successor; one that never issued (waiting to be activated) stays.
+ * registered consumer has the bundle with its successor; one that never issued (waiting to be activated) stays.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditLog } from "../../src/audit/audit-log.js";
 import { AuthorityService } from "../../src/ca/authority-service.js";
@@ -22,6 +23,7 @@ import { SqliteAuditEventRepository } from "../../src/store/audit-event-reposito
 import { SqliteAuthorityRepository, SqliteTrustBundleConsumerRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
+import { MIGRATIONS } from "../../src/store/migrations.js";
 
 const T0 = new Date(Date.UTC(2026, 10, 22, 12));
 const HOUR = 3_600_000;
@@ -82,6 +84,7 @@ describe("automatic retirement of superseded intermediates", () => {
       clock,
       logger: silentLogger,
       maxConsumers: 10,
+      trustDomain: "anchorage.test",
       ownership: new CertificateOwnership({ certificates: new SqliteCertificateStore(db, new SqliteAuditEventRepository(db)), authorities }),
     });
   });
@@ -101,8 +104,11 @@ describe("automatic retirement of superseded intermediates", () => {
 
   it("keeps it while a known consumer lacks the bundle with its successor, then retires it as system", () => {
     const required = authorities.firstBundleSequenceContaining("new") as number;
-    consumers.acknowledge("mesh-a", required - 1, clock.now());
+    consumers.register({ consumerId: "mesh-a", spiffeId: null, registeredBy: "apikey:test" }, clock.now());
     clock.set(new Date(T0.getTime() + 3 * HOUR));
+    // Registered and nothing acknowledged yet: it may still trust only the old intermediate.
+    expect(rotation.retireExpired()).toEqual([]);
+    consumers.acknowledge("mesh-a", required - 1, clock.now());
     expect(rotation.retireExpired()).toEqual([]);
     expect(status("old")).toBe("published");
 
@@ -121,5 +127,40 @@ describe("automatic retirement of superseded intermediates", () => {
     expect(rotation.retireExpired()).toEqual([]);
     expect(status("new")).toBe("active");
     expect(status("next")).toBe("published");
+  });
+});
+
+describe("trust bundle consumers recorded before consumers were registered", () => {
+  it("are kept by the migration with their version (so retirements still wait for them), and acknowledge again once an admin registers them", () => {
+    const dir = mkdtempSync(join(tmpdir(), "anchorage-legacy-consumers-"));
+    try {
+      const path = join(dir, "anchorage.db");
+      const before = new Database(path);
+      before.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
+      for (const migration of MIGRATIONS.filter((candidate) => candidate.version <= 8)) {
+        before.exec(migration.sql);
+        before.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(migration.version, T0.toISOString());
+      }
+      // What an acknowledgement wrote before: a consumer nobody registered.
+      before.prepare("INSERT INTO trust_bundle_consumers (consumer_id, acknowledged_sequence, acknowledged_at, first_seen_at) VALUES ('fake-consumer-1', 3, ?, ?)").run(T0.getTime(), T0.getTime());
+      before.close();
+
+      const db = openDatabase(path);
+      try {
+        const consumers = new SqliteTrustBundleConsumerRepository(db);
+        expect(consumers.list()).toEqual([
+          { consumerId: "fake-consumer-1", spiffeId: null, acknowledgedSequence: 3, acknowledgedAt: T0, firstSeenAt: T0, registeredAt: null, registeredBy: null },
+        ]);
+        const registered = consumers.register({ consumerId: "fake-consumer-1", spiffeId: "spiffe://anchorage.test/mesh", registeredBy: "apikey:admin" }, new Date(T0.getTime() + HOUR));
+        expect(registered).toMatchObject({ spiffeId: "spiffe://anchorage.test/mesh", acknowledgedSequence: 3, registeredAt: new Date(T0.getTime() + HOUR) });
+        expect(consumers.acknowledge("fake-consumer-1", 4, new Date(T0.getTime() + 2 * HOUR))?.acknowledgedSequence).toBe(4);
+        expect(consumers.acknowledge("nobody", 4, T0)).toBeUndefined();
+        expect(consumers.count()).toBe(1);
+      } finally {
+        db.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -193,7 +193,7 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
   let westCredential: { cert: string; key: string };
   const ACKNOWLEDGE = `mutation ($id: String!, $seq: Int!) { acknowledgeTrustBundle(consumerId: $id, sequence: $seq) }`;
 
-  it("records consumers' acknowledgements from admins and workloads, only ever forwards", async () => {
+  it("records registered consumers' acknowledgements from admins and their workloads, only ever forwards", async () => {
     const spiffeId = "spiffe://anchorage.test/ns/mesh/sa/west";
     const token = ok(await admin(`mutation ($id: String!) { createEnrollmentToken(input: { spiffeId: $id }) { token } }`, { id: spiffeId })).createEnrollmentToken.token;
     const { csrPem, keyPem } = makeCsr({ spiffeId });
@@ -201,6 +201,10 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
     westCredential = { cert: west.certificatePem + west.chainPem, key: keyPem };
     const anonymous = await service.gql(ACKNOWLEDGE, { id: "mesh-rogue", seq: latestSequence }, { newConnection: true });
     expect(refusal(anonymous).code).toBe("UNAUTHENTICATED");
+    // Consumers are registered by an admin, each with the identity that may acknowledge for it.
+    const REGISTER = `mutation ($input: RegisterTrustBundleConsumerInput!) { registerTrustBundleConsumer(input: $input) { consumerId } }`;
+    ok(await admin(REGISTER, { input: { consumerId: "mesh-east" } }));
+    ok(await admin(REGISTER, { input: { consumerId: "mesh-west", spiffeId } }));
 
     ok(await admin(ACKNOWLEDGE, { id: "mesh-east", seq: latestSequence - 1 }));
     ok(await service.gql(ACKNOWLEDGE, { id: "mesh-west", seq: latestSequence - 1 }, westCredential));

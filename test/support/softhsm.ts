@@ -6,19 +6,16 @@
  * `createSoftHsm` in the file's `beforeAll`, before any key store opens, and `cleanup` in `afterAll` after
  * every key store is closed.
  */
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
-
-const execFileAsync = promisify(execFile);
+import { initialiseToken } from "../../src/signer/pkcs11/token-initialisation.js";
 
 const TEMPLATE = fileURLToPath(new URL("../../hsm/softhsm2.conf.template", import.meta.url));
-const INIT_TOKEN = fileURLToPath(new URL("../../hsm/init-token.sh", import.meta.url));
 
 export interface SoftHsmToken {
   label: string;
@@ -66,7 +63,7 @@ export function softHsmAvailable(): boolean {
 
 /**
  * Writes a fresh softhsm2.conf into a temporary directory, points SOFTHSM2_CONF at it and initialises one
- * token per entry with hsm/init-token.sh (the same script development set-up uses).
+ * token per entry through PKCS#11, as the development bootstrap does (no PIN on any command line).
  */
 export async function createSoftHsm(tokens: SoftHsmToken[]): Promise<SoftHsm> {
   const reason = softHsmUnavailableReason();
@@ -89,16 +86,7 @@ export async function createSoftHsm(tokens: SoftHsmToken[]): Promise<SoftHsm> {
     process.env.SOFTHSM2_CONF = confPath;
 
     for (const token of tokens) {
-      const soPin = randomBytes(8).toString("hex");
-      try {
-        await execFileAsync("bash", [INIT_TOKEN, confPath, token.label, token.pin, soPin], {
-          env: { ...process.env, SOFTHSM2_CONF: confPath },
-        });
-      } catch (error) {
-        // execFile's error message repeats the command line, PINs included; keep only the script's stderr.
-        const stderr = (error as { stderr?: string }).stderr ?? "";
-        throw new Error(`hsm/init-token.sh failed for token "${token.label}": ${stderr.trim()}`);
-      }
+      initialiseToken({ modulePath: softHsmModulePath(), label: token.label, userPin: token.pin, soPin: randomBytes(8).toString("hex") });
     }
     return { dir, confPath, modulePath: softHsmModulePath(), cleanup };
   } catch (error) {

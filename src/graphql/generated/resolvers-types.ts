@@ -54,7 +54,7 @@ export type Query = {
   readonly inclusionProof: InclusionProof;
   /** Proof that the tree of `fromSize` leaves is a prefix of the tree of `toSize` leaves. Admin or auditor. */
   readonly consistencyProof: ConsistencyProof;
-  /** Mesh control planes that acknowledged a bundle version, and whether they have the current issuer's. Admin. */
+  /** Registered mesh control planes, the bundle version each acknowledged, and whether they have the current issuer's. Admin. */
   readonly trustBundleConsumers: TrustBundleConsumers;
   /** Registrations, by SPIFFE ID. Admin. */
   readonly registrations: ReadonlyArray<Registration>;
@@ -122,11 +122,20 @@ export type Mutation = {
   /** Revokes an API key at once; requests with it fail with UNAUTHENTICATED. Admin. Idempotent. */
   readonly revokeApiKey: ApiKey;
   /**
-   * A mesh control plane says which bundle version it has installed. Needs an admin key, or a certificate of this
-   * CA as the TLS client certificate. The recorded version never goes down. Retiring an intermediate waits until
-   * every consumer has the bundle with its successor.
+   * A registered mesh control plane says which bundle version it has installed. Needs an admin key, or the
+   * certificate of the SPIFFE ID the consumer was registered with as the TLS client certificate; an unregistered
+   * consumer or another caller is FORBIDDEN. The recorded version never goes down; every acknowledgement is
+   * audited. Retiring an intermediate waits until every consumer has the bundle with its successor.
    */
   readonly acknowledgeTrustBundle: Scalars['Boolean']['output'];
+  /**
+   * Registers a trust bundle consumer with the SPIFFE ID whose certificate may acknowledge for it (without one,
+   * only admins may), or rebinds an existing consumer, keeping its acknowledged version. From then on retiring an
+   * intermediate waits for it. Admin; POLICY_VIOLATION when the configured maximum of consumers is reached.
+   */
+  readonly registerTrustBundleConsumer: TrustBundleConsumer;
+  /** Removes a trust bundle consumer: retirements no longer wait for it. Admin; NOT_FOUND when there is none. */
+  readonly unregisterTrustBundleConsumer: Scalars['Boolean']['output'];
   /**
    * Makes a published intermediate the one that issues, in every service process, without a restart; the one
    * issuing before stays published. Admin. Idempotent.
@@ -195,6 +204,16 @@ export type MutationRevokeApiKeyArgs = {
 export type MutationAcknowledgeTrustBundleArgs = {
   consumerId: Scalars['String']['input'];
   sequence: Scalars['Int']['input'];
+};
+
+
+export type MutationRegisterTrustBundleConsumerArgs = {
+  input: RegisterTrustBundleConsumerInput;
+};
+
+
+export type MutationUnregisterTrustBundleConsumerArgs = {
+  consumerId: Scalars['String']['input'];
 };
 
 
@@ -298,6 +317,8 @@ export type TrustBundle = {
 export type CreateApiKeyInput = {
   readonly name: Scalars['String']['input'];
   readonly role: ApiKeyRole;
+  /** Lifetime in seconds, 1 to 31622400 (366 days); omitted: the key lasts until revoked. An expired key is UNAUTHENTICATED. */
+  readonly expiresInSeconds?: InputMaybe<Scalars['Int']['input']>;
 };
 
 export type ApiKeyRole =
@@ -311,6 +332,8 @@ export type CreatedApiKey = {
   readonly role: ApiKeyRole;
   /** The secret, shown once. Send it as `Authorization: Bearer <key>`. */
   readonly key: Scalars['String']['output'];
+  /** When the key stops working; null: when revoked. */
+  readonly expiresAt: Maybe<Scalars['String']['output']>;
 };
 
 export type CreateEnrollmentTokenInput = {
@@ -455,6 +478,8 @@ export type ApiKey = {
   readonly role: ApiKeyRole;
   readonly createdAt: Scalars['String']['output'];
   readonly revokedAt: Maybe<Scalars['String']['output']>;
+  /** When the key stops working; null: only when revoked. */
+  readonly expiresAt: Maybe<Scalars['String']['output']>;
 };
 
 export type AuditOutcome =
@@ -604,11 +629,24 @@ export type TrustBundleConsumers = {
   readonly consumers: ReadonlyArray<TrustBundleConsumer>;
 };
 
+export type RegisterTrustBundleConsumerInput = {
+  /** 1 to 128 letters, digits or . _ : / @ - */
+  readonly consumerId: Scalars['String']['input'];
+  /** The workload SPIFFE ID, in this trust domain, allowed to acknowledge for the consumer over mutual TLS. */
+  readonly spiffeId?: InputMaybe<Scalars['String']['input']>;
+};
+
 export type TrustBundleConsumer = {
   readonly __typename?: 'TrustBundleConsumer';
   readonly consumerId: Scalars['String']['output'];
+  /** Whose certificate may acknowledge for it; null: only admins. */
+  readonly spiffeId: Maybe<Scalars['String']['output']>;
+  /** 0 until the first acknowledgement. */
   readonly acknowledgedSequence: Scalars['Int']['output'];
-  readonly acknowledgedAt: Scalars['String']['output'];
+  /** Null until the first acknowledgement. */
+  readonly acknowledgedAt: Maybe<Scalars['String']['output']>;
+  /** Null for a consumer recorded by an acknowledgement before consumers were registered: it needs a registration to acknowledge again. */
+  readonly registeredAt: Maybe<Scalars['String']['output']>;
   readonly current: Scalars['Boolean']['output'];
 };
 
@@ -750,6 +788,7 @@ export type ResolversTypes = {
   PlannedCertificate: ResolverTypeWrapper<PlannedCertificate>;
   RenewCertificateInput: RenewCertificateInput;
   TrustBundleConsumers: ResolverTypeWrapper<Omit<TrustBundleConsumers, 'consumers'> & { consumers: ReadonlyArray<ResolversTypes['TrustBundleConsumer']> }>;
+  RegisterTrustBundleConsumerInput: RegisterTrustBundleConsumerInput;
   TrustBundleConsumer: ResolverTypeWrapper<ConsumerStatus>;
   RegistrationInput: RegistrationInput;
   Registration: ResolverTypeWrapper<RegistrationRecord>;
@@ -794,6 +833,7 @@ export type ResolversParentTypes = {
   PlannedCertificate: PlannedCertificate;
   RenewCertificateInput: RenewCertificateInput;
   TrustBundleConsumers: Omit<TrustBundleConsumers, 'consumers'> & { consumers: ReadonlyArray<ResolversParentTypes['TrustBundleConsumer']> };
+  RegisterTrustBundleConsumerInput: RegisterTrustBundleConsumerInput;
   TrustBundleConsumer: ConsumerStatus;
   RegistrationInput: RegistrationInput;
   Registration: RegistrationRecord;
@@ -822,6 +862,8 @@ export type MutationResolvers<ContextType = GraphQLContext, ParentType extends R
   revokeCertificate?: Resolver<ResolversTypes['Certificate'], ParentType, ContextType, RequireFields<MutationRevokeCertificateArgs, 'input'>>;
   revokeApiKey?: Resolver<ResolversTypes['ApiKey'], ParentType, ContextType, RequireFields<MutationRevokeApiKeyArgs, 'id'>>;
   acknowledgeTrustBundle?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationAcknowledgeTrustBundleArgs, 'consumerId' | 'sequence'>>;
+  registerTrustBundleConsumer?: Resolver<ResolversTypes['TrustBundleConsumer'], ParentType, ContextType, RequireFields<MutationRegisterTrustBundleConsumerArgs, 'input'>>;
+  unregisterTrustBundleConsumer?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationUnregisterTrustBundleConsumerArgs, 'consumerId'>>;
   activateAuthority?: Resolver<ResolversTypes['Authority'], ParentType, ContextType, RequireFields<MutationActivateAuthorityArgs, 'id'>>;
   retireAuthority?: Resolver<ResolversTypes['Authority'], ParentType, ContextType, RequireFields<MutationRetireAuthorityArgs, 'id'>>;
   renewCertificate?: Resolver<ResolversTypes['IssuedCertificate'], ParentType, ContextType, RequireFields<MutationRenewCertificateArgs, 'input'>>;
@@ -859,6 +901,7 @@ export type CreatedApiKeyResolvers<ContextType = GraphQLContext, ParentType exte
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   role?: Resolver<ResolversTypes['ApiKeyRole'], ParentType, ContextType>;
   key?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  expiresAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
@@ -946,6 +989,7 @@ export type ApiKeyResolvers<ContextType = GraphQLContext, ParentType extends Res
   role?: Resolver<ResolversTypes['ApiKeyRole'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   revokedAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  expiresAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
@@ -1041,8 +1085,10 @@ export type TrustBundleConsumersResolvers<ContextType = GraphQLContext, ParentTy
 
 export type TrustBundleConsumerResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['TrustBundleConsumer'] = ResolversParentTypes['TrustBundleConsumer']> = {
   consumerId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  spiffeId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   acknowledgedSequence?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
-  acknowledgedAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  acknowledgedAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  registeredAt?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   current?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };

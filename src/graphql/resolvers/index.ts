@@ -8,8 +8,10 @@ import { deleteRegistration } from "./Mutation/deleteRegistration.js";
 import { explainIssuance } from "./Mutation/explainIssuance.js";
 import { issueCertificate } from "./Mutation/issueCertificate.js";
 import { issueCertificates } from "./Mutation/issueCertificates.js";
+import { registerTrustBundleConsumer } from "./Mutation/registerTrustBundleConsumer.js";
 import { renewCertificate } from "./Mutation/renewCertificate.js";
 import { revokeApiKey } from "./Mutation/revokeApiKey.js";
+import { unregisterTrustBundleConsumer } from "./Mutation/unregisterTrustBundleConsumer.js";
 import { retireAuthority } from "./Mutation/retireAuthority.js";
 import { updateRegistration } from "./Mutation/updateRegistration.js";
 import { revokeCertificate } from "./Mutation/revokeCertificate.js";
@@ -32,6 +34,7 @@ import { AuditEventConnection } from "./types/AuditEventConnection.js";
 import { Authority } from "./types/Authority.js";
 import { Certificate } from "./types/Certificate.js";
 import { CertificateConnection } from "./types/CertificateConnection.js";
+import { CreatedApiKey } from "./types/CreatedApiKey.js";
 import { EnrollmentToken } from "./types/EnrollmentToken.js";
 import { IssuedCertificate } from "./types/IssuedCertificate.js";
 import { Registration } from "./types/Registration.js";
@@ -40,7 +43,7 @@ import { TrustBundleConsumer } from "./types/TrustBundleConsumer.js";
 
 export const resolvers: Resolvers = {
   Query: { trustBundle, authorities, certificate, certificates, apiKeys, auditEvents, transparencyLog, inclusionProof, consistencyProof, trustBundleConsumers, registrations },
-  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, revokeEnrollmentToken, explainIssuance, renewCertificate, acknowledgeTrustBundle, activateAuthority, retireAuthority, createRegistration, updateRegistration, deleteRegistration },
+  Mutation: { createApiKey, createEnrollmentToken, issueCertificate, issueCertificates, revokeCertificate, revokeApiKey, revokeEnrollmentToken, explainIssuance, renewCertificate, acknowledgeTrustBundle, registerTrustBundleConsumer, unregisterTrustBundleConsumer, activateAuthority, retireAuthority, createRegistration, updateRegistration, deleteRegistration },
   Subscription: { trustBundleChanged },
   ApiKey,
   AuditEvent,
@@ -48,6 +51,7 @@ export const resolvers: Resolvers = {
   Authority,
   Certificate,
   CertificateConnection,
+  CreatedApiKey,
   EnrollmentToken,
   IssuedCertificate,
   Registration,

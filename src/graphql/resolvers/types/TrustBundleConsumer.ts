@@ -1,5 +1,6 @@
 import type { TrustBundleConsumerResolvers } from "../../generated/resolvers-types.js";
 
 export const TrustBundleConsumer: TrustBundleConsumerResolvers = {
-  acknowledgedAt: (consumer) => consumer.acknowledgedAt.toISOString(),
+  acknowledgedAt: (consumer) => consumer.acknowledgedAt?.toISOString() ?? null,
+  registeredAt: (consumer) => consumer.registeredAt?.toISOString() ?? null,
 };
