@@ -39,7 +39,7 @@ export class RenewalService {
       current = this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
     } catch (error) {
       if (error instanceof AnchorageError) {
-        this.deps.audit.record({
+        this.deps.audit.recordUnauthenticated({
           type: "issuance.refused",
           actor: clientCertificate ? "certificate:unverified" : "anonymous",
           outcome: "failure",

@@ -61,6 +61,18 @@ export interface Config {
     /** Whether a renewal may keep the current key. */
     readonly allowSameKey: boolean;
   };
+  readonly rateLimits: {
+    /** Length of the fixed window every limit below counts in. */
+    readonly windowSeconds: number;
+    /** Failed attempts (bad credentials) per client address and window; then requests without a good API key are refused. */
+    readonly failuresPerAddress: number;
+    /** Issuances per enrollment token or JWT subject and window. */
+    readonly issuancesPerCredential: number;
+    /** Requests per API key and window. */
+    readonly requestsPerApiKey: number;
+    /** Unauthenticated refusals of one kind from one address recorded one by one per window; the rest are counted. */
+    readonly refusalsAuditedPerWindow: number;
+  };
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -156,6 +168,15 @@ const schema = z
           .default(false),
       })
       .prefault({}),
+    rateLimits: z
+      .object({
+        windowSeconds: positiveInt.max(86400).default(60),
+        failuresPerAddress: positiveInt.default(300),
+        issuancesPerCredential: positiveInt.default(6000),
+        requestsPerApiKey: positiveInt.default(6000),
+        refusalsAuditedPerWindow: z.coerce.number().int().min(0).default(10),
+      })
+      .prefault({}),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -186,6 +207,11 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",
   ANCHORAGE_RENEWAL_GRACE_SECONDS: "renewal.graceSeconds",
   ANCHORAGE_RENEWAL_ALLOW_SAME_KEY: "renewal.allowSameKey",
+  ANCHORAGE_RATE_LIMIT_WINDOW_SECONDS: "rateLimits.windowSeconds",
+  ANCHORAGE_RATE_LIMIT_FAILURES_PER_ADDRESS: "rateLimits.failuresPerAddress",
+  ANCHORAGE_RATE_LIMIT_ISSUANCES_PER_CREDENTIAL: "rateLimits.issuancesPerCredential",
+  ANCHORAGE_RATE_LIMIT_REQUESTS_PER_API_KEY: "rateLimits.requestsPerApiKey",
+  ANCHORAGE_AUDIT_REFUSALS_PER_WINDOW: "rateLimits.refusalsAuditedPerWindow",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

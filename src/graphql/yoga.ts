@@ -6,6 +6,7 @@ import { createSchema, createYoga, type YogaServerInstance } from "graphql-yoga"
 import type { Logger } from "../common/logger.js";
 import type { GraphQLContext } from "./context.js";
 import { createErrorMasker, useClientErrorCodes } from "./errors.js";
+import { useOneIssuanceFieldWithoutApiKey } from "./issuance-fields.js";
 import { useReadOnlyRoles } from "./read-only-roles.js";
 import { resolvers } from "./resolvers/index.js";
 import { loadSchemaSdl } from "./schema.js";
@@ -51,6 +52,7 @@ export function createGraphQLServer(options: { logger: Logger; limits: GraphQLLi
       maxDirectivesPlugin({ n: 20 }),
       useClientErrorCodes(),
       useReadOnlyRoles(),
+      useOneIssuanceFieldWithoutApiKey(),
     ],
   });
 }

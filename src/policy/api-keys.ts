@@ -27,7 +27,7 @@ export class ApiKeyService {
   authenticate(bearer: string, remoteAddress?: string): Principal {
     const record = this.repository.findByHash(hashSecret(bearer));
     if (!record || record.revokedAt) {
-      this.audit.record({
+      this.audit.recordUnauthenticated({
         type: "authentication.failed",
         actor: "anonymous",
         outcome: "failure",
