@@ -394,7 +394,7 @@ export async function startService(
     }),
   };
 
-  const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits });
+  const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits, corsOrigins: config.corsOrigins });
   const trustAnchorsPem = authorities
     .list()
     .filter((authority) => authority.kind === "root" && authority.status !== "retired")

@@ -73,6 +73,8 @@ export interface Config {
     /** Unauthenticated refusals of one kind from one address recorded one by one per window; the rest are counted. */
     readonly refusalsAuditedPerWindow: number;
   };
+  /** Origins whose browser scripts may call the API (CORS); none when empty. */
+  readonly corsOrigins: readonly string[];
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -177,6 +179,13 @@ const schema = z
         refusalsAuditedPerWindow: z.coerce.number().int().min(0).default(10),
       })
       .prefault({}),
+    corsOrigins: z
+      .union([
+        z.array(z.string()),
+        z.string().transform((list) => list.split(",").map((origin) => origin.trim()).filter((origin) => origin.length > 0)),
+      ])
+      .pipe(z.array(z.url({ protocol: /^https?$/ }).refine((origin) => new URL(origin).origin === origin, "must be an origin: scheme, host and port only")))
+      .default([]),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -212,6 +221,7 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_RATE_LIMIT_ISSUANCES_PER_CREDENTIAL: "rateLimits.issuancesPerCredential",
   ANCHORAGE_RATE_LIMIT_REQUESTS_PER_API_KEY: "rateLimits.requestsPerApiKey",
   ANCHORAGE_AUDIT_REFUSALS_PER_WINDOW: "rateLimits.refusalsAuditedPerWindow",
+  ANCHORAGE_CORS_ORIGINS: "corsOrigins",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };
