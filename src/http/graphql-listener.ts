@@ -86,13 +86,52 @@ export function createGraphQLListener(options: {
 }): Server {
   const { yoga, services, maxRequestBytes, logger } = options;
 
+  /**
+   * The caller's principal, once its credential and the rate limits let the request in; otherwise the refusal
+   * has been sent and the result is undefined.
+   */
+  const admit = async (request: IncomingMessage, response: ServerResponse, remoteAddress: string | undefined): Promise<Principal | undefined> => {
+    // Judged before this request's own credential is tried, so that its failure does not refuse itself.
+    const addressRefusal = await services.rateLimits.addressRefusal(remoteAddress);
+    let principal: Principal;
+    try {
+      principal = principalOf(request, services, remoteAddress);
+    } catch (error) {
+      if (addressRefusal) {
+        sendRateLimited(response, addressRefusal);
+        return undefined;
+      }
+      if (error instanceof AnchorageError) {
+        sendGraphQLError(response, 401, error.code, error.message);
+        return undefined;
+      }
+      throw error;
+    }
+    // A good API key is limited by its own allowance, not by the address it comes from.
+    if (principal.kind === "apiKey") {
+      try {
+        await services.rateLimits.takeApiKeyRequest(principal.id);
+      } catch (error) {
+        if (!(error instanceof RateLimitedError)) throw error;
+        sendRateLimited(response, error);
+        return undefined;
+      }
+    } else if (addressRefusal) {
+      sendRateLimited(response, addressRefusal);
+      return undefined;
+    }
+    return principal;
+  };
+
   const serveExport = async (request: IncomingMessage, response: ServerResponse, url: URL, exporter: Exporter): Promise<void> => {
     if (request.method !== "GET") {
       response.writeHead(405, { allow: "GET", "content-type": "text/plain" }).end("method not allowed\n");
       return;
     }
+    const principal = await admit(request, response, request.socket.remoteAddress);
+    if (!principal) return;
     try {
-      await exporter(response, url, services, principalOf(request, services, request.socket.remoteAddress));
+      await exporter(response, url, services, principal);
     } catch (error) {
       if (!(error instanceof AnchorageError) || response.headersSent) throw error;
       sendGraphQLError(response, HTTP_STATUS[error.code] ?? 400, error.code, error.message);
@@ -123,35 +162,8 @@ export function createGraphQLListener(options: {
         throw error;
       }
     }
-    // Judged before this request's own credential is tried, so that its failure does not refuse itself.
-    const addressRefusal = await services.rateLimits.addressRefusal(remoteAddress);
-    let principal: Principal;
-    try {
-      principal = principalOf(request, services, remoteAddress);
-    } catch (error) {
-      if (addressRefusal) {
-        sendRateLimited(response, addressRefusal);
-        return;
-      }
-      if (error instanceof AnchorageError) {
-        sendGraphQLError(response, 401, error.code, error.message);
-        return;
-      }
-      throw error;
-    }
-    // A good API key is limited by its own allowance, not by the address it comes from.
-    if (principal.kind === "apiKey") {
-      try {
-        await services.rateLimits.takeApiKeyRequest(principal.id);
-      } catch (error) {
-        if (!(error instanceof RateLimitedError)) throw error;
-        sendRateLimited(response, error);
-        return;
-      }
-    } else if (addressRefusal) {
-      sendRateLimited(response, addressRefusal);
-      return;
-    }
+    const principal = await admit(request, response, remoteAddress);
+    if (!principal) return;
     const headers = new Headers();
     for (const [name, value] of Object.entries(request.headers)) {
       if (typeof value === "string") headers.set(name, value);
