@@ -1,3 +1,4 @@
+import { clientNetworkOf } from "../common/client-address.js";
 import type { Clock } from "../common/clock.js";
 import type { Logger } from "../common/logger.js";
 import type { AuditEvent } from "./audit-log.js";
@@ -12,6 +13,8 @@ export interface RefusalAggregatorSettings {
 
 interface Tally {
   readonly first: AuditEvent;
+  /** The client network counted, as clientNetworkOf gives it; the summary names it as its address. */
+  readonly network: string;
   seen: number;
 }
 
@@ -20,7 +23,8 @@ const OTHER_ADDRESSES = "*";
 
 /**
  * Refusals of callers whose credential did not check out cost an attacker nothing, and each audit event is
- * forever (it becomes a transparency-log leaf). So per client address, event type and code, the first few of a
+ * forever (it becomes a transparency-log leaf). So per client address (an IPv6 /64 counts as one), event type
+ * and code, the first few of a
  * window are recorded as they happen, and the rest are counted and written as one event with the count when
  * the window closes (or the process stops). Audit growth from such traffic is then bounded by this
  * configuration, not by the attacker. Refusals of authenticated callers never come here.
@@ -40,15 +44,15 @@ export class RefusalAggregator {
   }
 
   record(event: AuditEvent): void {
-    let key = kindOf(event, event.remoteAddress ?? "");
-    let tally = this.tallies.get(key);
+    let network = event.remoteAddress === undefined ? "" : clientNetworkOf(event.remoteAddress);
+    let tally = this.tallies.get(kindOf(event, network));
     if (!tally && this.tallies.size >= this.settings.maxKinds) {
-      key = kindOf(event, OTHER_ADDRESSES);
-      tally = this.tallies.get(key);
+      network = OTHER_ADDRESSES;
+      tally = this.tallies.get(kindOf(event, network));
     }
     if (!tally) {
-      tally = { first: event, seen: 0 };
-      this.tallies.set(key, tally);
+      tally = { first: event, network, seen: 0 };
+      this.tallies.set(kindOf(event, network), tally);
     }
     tally.seen += 1;
     if (tally.seen <= this.settings.individuallyRecorded) this.write(event);
@@ -64,10 +68,9 @@ export class RefusalAggregator {
     const since = this.windowStart;
     this.tallies = new Map();
     this.windowStart = this.clock.now();
-    for (const [key, { first, seen }] of tallies) {
+    for (const { first, network: remoteAddress, seen } of tallies.values()) {
       const count = seen - this.settings.individuallyRecorded;
       if (count <= 0) continue;
-      const remoteAddress = key.startsWith(`${OTHER_ADDRESSES}\u0000`) ? OTHER_ADDRESSES : first.remoteAddress;
       try {
         this.write({
           type: first.type,

@@ -1,5 +1,6 @@
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant } from "../ca/ports.js";
+import { clientNetworkOf } from "../common/client-address.js";
 import { RateLimitedError } from "../common/errors.js";
 
 export interface RateLimitSettings {
@@ -15,6 +16,7 @@ export interface RateLimitSettings {
 
 /**
  * The service's rate limits, in this process's memory (each worker of a cluster counts its own share).
+ * A client address means an IPv4 address or an IPv6 /64 (see clientNetworkOf).
  *
  * A client address is limited by its failures, not by its traffic: many workloads may share an address (NAT,
  * a node), and their successful issuances are bounded by their credentials. Once an address has used up its
@@ -35,14 +37,14 @@ export class RateLimits {
 
   /** The refusal for an address that has used up its failed attempts, or undefined while it has not. */
   async addressRefusal(remoteAddress: string | undefined): Promise<RateLimitedError | undefined> {
-    const state = await this.failures.get(addressKey(remoteAddress));
+    const state = await this.failures.get(clientNetworkOf(remoteAddress));
     if (!state || state.consumedPoints < this.settings.failuresPerAddress) return undefined;
     return refusal(state, "too many failed attempts from this address");
   }
 
   /** Counts a failed attempt against the address; never refuses by itself. */
   failedAttempt(remoteAddress: string | undefined): void {
-    void this.failures.penalty(addressKey(remoteAddress), 1);
+    void this.failures.penalty(clientNetworkOf(remoteAddress), 1);
   }
 
   /** Takes one issuance from the credential's allowance, or throws RATE_LIMITED. */
@@ -72,10 +74,6 @@ export class RateLimitedAuthorizer implements IssuanceAuthorizer {
     await this.limits.takeIssuance(grant.requester);
     return grant;
   }
-}
-
-function addressKey(remoteAddress: string | undefined): string {
-  return remoteAddress ?? "unknown";
 }
 
 async function take(limiter: RateLimiterMemory, key: string, reason: string): Promise<void> {

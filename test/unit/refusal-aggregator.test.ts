@@ -48,15 +48,16 @@ describe("RefusalAggregator", () => {
     expect(written).toHaveLength(6);
   });
 
-  it("counts everything when nothing is to be recorded one by one, and lumps new addresses together past maxKinds", () => {
+  it("counts an IPv6 /64 as one client, and lumps new clients together past maxKinds", () => {
     const { written, refusals } = aggregator({ individuallyRecorded: 0, maxKinds: 2 });
-    for (let address = 1; address <= 50; address++) refusals.record(refusal(`2001:db8::${address}`));
+    for (let host = 1; host <= 50; host++) refusals.record(refusal(`2001:db8:0:1::${host.toString(16)}`));
+    for (let network = 2; network <= 11; network++) refusals.record(refusal(`2001:db8:0:${network}::1`));
     expect(written).toHaveLength(0);
     refusals.stop();
     expect(written.map((event) => [event.remoteAddress, event.details?.count])).toEqual([
-      ["2001:db8::1", 1],
-      ["2001:db8::2", 1],
-      ["*", 48],
+      ["2001:db8:0:1::/64", 50],
+      ["2001:db8:0:2::/64", 1],
+      ["*", 9],
     ]);
   });
 });
