@@ -14,6 +14,7 @@ import * as x509 from "@peculiar/x509";
 import { pino } from "pino";
 import { AuditEventService } from "./audit/audit-events.js";
 import { AuditLog } from "./audit/audit-log.js";
+import { RefusalAggregator } from "./audit/refusal-aggregator.js";
 import { TransparencyLog } from "./audit/transparency-log.js";
 import { AuthorityService } from "./ca/authority-service.js";
 import { CertificateOwnership } from "./ca/certificate-ownership.js";
@@ -40,6 +41,7 @@ import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener
 import { createPublicListener } from "./http/public-listener.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
+import { RateLimitedAuthorizer, RateLimits } from "./policy/rate-limits.js";
 import { JwtAttestor } from "./policy/jwt-attestation.js";
 import { CredentialStanding } from "./policy/origin-standing.js";
 import { RegistrationService } from "./policy/registrations.js";
@@ -273,12 +275,27 @@ export async function startService(
     config.jwtIssuers.length > 0
       ? new JwtAttestor({ trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, issuers: config.jwtIssuers, clock, logger })
       : undefined;
+  const rateLimits = new RateLimits(config.rateLimits);
+  const refusals = new RefusalAggregator((event) => audit.record(event), clock, logger.child({ component: "audit" }), {
+    windowSeconds: config.rateLimits.windowSeconds,
+    individuallyRecorded: config.rateLimits.refusalsAuditedPerWindow,
+    maxKinds: 10_000,
+  });
+  audit.routeUnauthenticated((event) => {
+    refusals.record(event);
+    // Being over a limit is not a failed attempt: counting it would keep a busy credential's address locked out.
+    if (event.code !== "RATE_LIMITED") rateLimits.failedAttempt(event.remoteAddress);
+  });
+  refusals.start();
   const issuance = new IssuanceService({
-    authorizer: new CredentialAuthorizer(
-      enrollmentTokens,
-      jwtAttestor,
-      registrationRepository,
-      new Set(config.jwtIssuers.filter((issuer) => issuer.requireRegistration).map((issuer) => issuer.issuer)),
+    authorizer: new RateLimitedAuthorizer(
+      new CredentialAuthorizer(
+        enrollmentTokens,
+        jwtAttestor,
+        registrationRepository,
+        new Set(config.jwtIssuers.filter((issuer) => issuer.requireRegistration).map((issuer) => issuer.issuer)),
+      ),
+      rateLimits,
     ),
     ledger: certificateStore,
     activeIssuer: () => issuers.active(),
@@ -353,6 +370,7 @@ export async function startService(
     : undefined;
   const services: Services = {
     issuance,
+    rateLimits,
     enrollmentTokens,
     apiKeys,
     authorities,
@@ -391,7 +409,7 @@ export async function startService(
     }),
   };
 
-  const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits });
+  const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits, corsOrigins: config.corsOrigins });
   const trustAnchorsPem = authorities
     .list()
     .filter((authority) => authority.kind === "root" && authority.status !== "retired")
@@ -458,6 +476,7 @@ export async function startService(
       graphqlListener.closeIdleConnections();
       publicListener.closeIdleConnections();
       await stopped;
+      refusals.stop();
       await keyStore.close();
       db.close();
       logger.info({}, "stopped");

@@ -53,6 +53,8 @@ export interface AuditEventRepository {
 
 /** Appends audit events with the current time and mirrors them to the log. */
 export class AuditLog {
+  private unauthenticated: ((event: AuditEvent) => void) | undefined;
+
   constructor(
     private readonly repository: AuditEventRepository,
     private readonly clock: Clock,
@@ -63,5 +65,19 @@ export class AuditLog {
     this.repository.append(event, this.clock.now());
     const { details: _details, ...summary } = event;
     this.logger.info({ audit: summary }, "audit event");
+  }
+
+  /**
+   * Records a refusal of a caller whose credential did not check out (none, unknown, expired, used up, a bad
+   * signature or API key, a client certificate we did not issue). Anyone can cause these at no cost, so they
+   * go to the sink set by `routeUnauthenticated` (aggregation, rate limits) when there is one.
+   */
+  recordUnauthenticated(event: AuditEvent): void {
+    if (this.unauthenticated) this.unauthenticated(event);
+    else this.record(event);
+  }
+
+  routeUnauthenticated(sink: (event: AuditEvent) => void): void {
+    this.unauthenticated = sink;
   }
 }

@@ -369,7 +369,7 @@ export class IssuanceService {
   private refuse(error: unknown, request: IssueRequest, context: RequestContext, grant?: IssuanceGrant): AnchorageError {
     const refusal = asAnchorageError(error);
     if (refusal.code === "INTERNAL") this.deps.logger.error({ err: error }, "issuance failed");
-    this.deps.audit.record({
+    const event = {
       type: "issuance.refused",
       actor: grant?.requester ?? (request.token ? "token:unknown" : "anonymous"),
       outcome: "failure",
@@ -377,7 +377,10 @@ export class IssuanceService {
       ...(grant ? { subject: grant.spiffeId } : {}),
       ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
       details: { reason: refusal.message },
-    });
+    } as const;
+    // Without a grant the credential did not check out: such refusals are counted, not each recorded.
+    if (grant) this.deps.audit.record(event);
+    else this.deps.audit.recordUnauthenticated(event);
     return refusal;
   }
 }

@@ -54,8 +54,16 @@ export class NotFoundError extends AnchorageError {
   readonly code = "NOT_FOUND";
 }
 
+/** Too many requests or failed attempts in a window; the caller may try again after `retryAfterSeconds`. */
 export class RateLimitedError extends AnchorageError {
   readonly code = "RATE_LIMITED";
+
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
 }
 
 /** The HSM cannot sign right now. Issuance fails closed: nothing is returned unsigned or signed elsewhere. */

@@ -69,6 +69,20 @@ export interface Config {
     /** Bound on registered trust bundle consumers (only admins register them). */
     readonly max: number;
   };
+  readonly rateLimits: {
+    /** Length of the fixed window every limit below counts in. */
+    readonly windowSeconds: number;
+    /** Failed attempts (bad credentials) per client address and window; then requests without a good API key are refused. */
+    readonly failuresPerAddress: number;
+    /** Issuances per enrollment token or JWT subject and window. */
+    readonly issuancesPerCredential: number;
+    /** Requests per API key and window. */
+    readonly requestsPerApiKey: number;
+    /** Unauthenticated refusals of one kind from one address recorded one by one per window; the rest are counted. */
+    readonly refusalsAuditedPerWindow: number;
+  };
+  /** Origins whose browser scripts may call the API (CORS); none when empty. */
+  readonly corsOrigins: readonly string[];
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -171,6 +185,22 @@ const schema = z
       })
       .prefault({}),
     trustBundleConsumers: z.object({ max: positiveInt.max(1_000_000).default(10_000) }).prefault({}),
+    rateLimits: z
+      .object({
+        windowSeconds: positiveInt.max(86400).default(60),
+        failuresPerAddress: positiveInt.default(300),
+        issuancesPerCredential: positiveInt.default(6000),
+        requestsPerApiKey: positiveInt.default(6000),
+        refusalsAuditedPerWindow: z.coerce.number().int().min(0).default(10),
+      })
+      .prefault({}),
+    corsOrigins: z
+      .union([
+        z.array(z.string()),
+        z.string().transform((list) => list.split(",").map((origin) => origin.trim()).filter((origin) => origin.length > 0)),
+      ])
+      .pipe(z.array(z.url({ protocol: /^https?$/ }).refine((origin) => new URL(origin).origin === origin, "must be an origin: scheme, host and port only")))
+      .default([]),
     workers: positiveInt.max(64).default(1),
     logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
@@ -203,6 +233,12 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_RENEWAL_GRACE_SECONDS: "renewal.graceSeconds",
   ANCHORAGE_RENEWAL_ALLOW_SAME_KEY: "renewal.allowSameKey",
   ANCHORAGE_MAX_TRUST_BUNDLE_CONSUMERS: "trustBundleConsumers.max",
+  ANCHORAGE_RATE_LIMIT_WINDOW_SECONDS: "rateLimits.windowSeconds",
+  ANCHORAGE_RATE_LIMIT_FAILURES_PER_ADDRESS: "rateLimits.failuresPerAddress",
+  ANCHORAGE_RATE_LIMIT_ISSUANCES_PER_CREDENTIAL: "rateLimits.issuancesPerCredential",
+  ANCHORAGE_RATE_LIMIT_REQUESTS_PER_API_KEY: "rateLimits.requestsPerApiKey",
+  ANCHORAGE_AUDIT_REFUSALS_PER_WINDOW: "rateLimits.refusalsAuditedPerWindow",
+  ANCHORAGE_CORS_ORIGINS: "corsOrigins",
   ANCHORAGE_WORKERS: "workers",
   ANCHORAGE_LOG_LEVEL: "logLevel",
 };

@@ -8,6 +8,7 @@ import type { IssuanceService } from "../ca/issuance-service.js";
 import type { ApiKeyService } from "../policy/api-keys.js";
 import type { EnrollmentTokenService } from "../policy/enrollment-tokens.js";
 import type { Principal } from "../policy/principal.js";
+import type { RateLimits } from "../policy/rate-limits.js";
 import type { RegistrationService } from "../policy/registrations.js";
 import type { RevocationService } from "../revocation/revocation-service.js";
 
@@ -24,6 +25,7 @@ export interface Services {
   readonly renewal: RenewalService;
   readonly rotation: RotationService;
   readonly registrations: RegistrationService;
+  readonly rateLimits: RateLimits;
 }
 
 /** Per-request context, built by the HTTP layer from the connection and headers. */

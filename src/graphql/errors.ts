@@ -1,6 +1,6 @@
 import { GraphQLError } from "graphql";
 import type { Plugin } from "graphql-yoga";
-import { AnchorageError } from "../common/errors.js";
+import { AnchorageError, RateLimitedError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 
 /** yoga hands every error of a result to this one function: the single place where ours become codes. */
@@ -11,7 +11,7 @@ export function createErrorMasker(logger: Logger) {
       if (original.code === "INTERNAL") logger.error({ err: original.cause ?? original }, "internal error");
       return new GraphQLError(original.code === "INTERNAL" ? "internal error" : original.message, {
         ...(error instanceof GraphQLError ? { nodes: error.nodes, path: error.path } : {}),
-        extensions: { code: original.code },
+        extensions: { code: original.code, ...retryHint(original) },
       });
     }
     // Parse, validation and argument coercion errors: the client's query is at fault, and saying how is safe.
@@ -31,9 +31,18 @@ export function createErrorMasker(logger: Logger) {
   };
 }
 
+/** `retryAfterSeconds` for a refusal that waiting will cure; nothing otherwise. */
+export function retryHint(error: AnchorageError): { retryAfterSeconds?: number } {
+  return error instanceof RateLimitedError ? { retryAfterSeconds: error.retryAfterSeconds } : {};
+}
+
 /** The shape of an expected failure inside a batch result. */
-export function errorPayload(error: AnchorageError): { code: string; message: string } {
-  return { code: error.code, message: error.code === "INTERNAL" ? "internal error" : error.message };
+export function errorPayload(error: AnchorageError): { code: string; message: string; retryAfterSeconds: number | null } {
+  return {
+    code: error.code,
+    message: error.code === "INTERNAL" ? "internal error" : error.message,
+    retryAfterSeconds: retryHint(error).retryAfterSeconds ?? null,
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
-import { AnchorageError, UnauthenticatedError } from "../common/errors.js";
+import { AnchorageError, RateLimitedError, UnauthenticatedError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { Services } from "../graphql/context.js";
 import type { AnchorageYoga } from "../graphql/yoga.js";
@@ -18,6 +18,17 @@ export interface TlsMaterial {
 function sendGraphQLError(response: ServerResponse, status: number, code: string, message: string): void {
   const body = JSON.stringify({ errors: [{ message, extensions: { code } }] });
   response.writeHead(status, { "content-type": "application/graphql-response+json; charset=utf-8", "content-length": Buffer.byteLength(body) });
+  response.end(body);
+}
+
+/** A whole request refused for a rate limit: 429 with the hint in both `Retry-After` and the error. */
+function sendRateLimited(response: ServerResponse, error: RateLimitedError): void {
+  const body = JSON.stringify({ errors: [{ message: error.message, extensions: { code: error.code, retryAfterSeconds: error.retryAfterSeconds } }] });
+  response.writeHead(429, {
+    "content-type": "application/graphql-response+json; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+    "retry-after": String(error.retryAfterSeconds),
+  });
   response.end(body);
 }
 
@@ -75,13 +86,52 @@ export function createGraphQLListener(options: {
 }): Server {
   const { yoga, services, maxRequestBytes, logger } = options;
 
+  /**
+   * The caller's principal, once its credential and the rate limits let the request in; otherwise the refusal
+   * has been sent and the result is undefined.
+   */
+  const admit = async (request: IncomingMessage, response: ServerResponse, remoteAddress: string | undefined): Promise<Principal | undefined> => {
+    // Judged before this request's own credential is tried, so that its failure does not refuse itself.
+    const addressRefusal = await services.rateLimits.addressRefusal(remoteAddress);
+    let principal: Principal;
+    try {
+      principal = principalOf(request, services, remoteAddress);
+    } catch (error) {
+      if (addressRefusal) {
+        sendRateLimited(response, addressRefusal);
+        return undefined;
+      }
+      if (error instanceof AnchorageError) {
+        sendGraphQLError(response, 401, error.code, error.message);
+        return undefined;
+      }
+      throw error;
+    }
+    // A good API key is limited by its own allowance, not by the address it comes from.
+    if (principal.kind === "apiKey") {
+      try {
+        await services.rateLimits.takeApiKeyRequest(principal.id);
+      } catch (error) {
+        if (!(error instanceof RateLimitedError)) throw error;
+        sendRateLimited(response, error);
+        return undefined;
+      }
+    } else if (addressRefusal) {
+      sendRateLimited(response, addressRefusal);
+      return undefined;
+    }
+    return principal;
+  };
+
   const serveExport = async (request: IncomingMessage, response: ServerResponse, url: URL, exporter: Exporter): Promise<void> => {
     if (request.method !== "GET") {
       response.writeHead(405, { allow: "GET", "content-type": "text/plain" }).end("method not allowed\n");
       return;
     }
+    const principal = await admit(request, response, request.socket.remoteAddress);
+    if (!principal) return;
     try {
-      await exporter(response, url, services, principalOf(request, services, request.socket.remoteAddress));
+      await exporter(response, url, services, principal);
     } catch (error) {
       if (!(error instanceof AnchorageError) || response.headersSent) throw error;
       sendGraphQLError(response, HTTP_STATUS[error.code] ?? 400, error.code, error.message);
@@ -112,16 +162,8 @@ export function createGraphQLListener(options: {
         throw error;
       }
     }
-    let principal: Principal;
-    try {
-      principal = principalOf(request, services, remoteAddress);
-    } catch (error) {
-      if (error instanceof AnchorageError) {
-        sendGraphQLError(response, 401, error.code, error.message);
-        return;
-      }
-      throw error;
-    }
+    const principal = await admit(request, response, remoteAddress);
+    if (!principal) return;
     const headers = new Headers();
     for (const [name, value] of Object.entries(request.headers)) {
       if (typeof value === "string") headers.set(name, value);

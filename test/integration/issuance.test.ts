@@ -537,7 +537,8 @@ describe.skipIf(missing !== undefined)(`issuance through the running service${mi
       const nesting = 46;
       const deep = `{ __schema { types { fields { type { ${"ofType { ".repeat(nesting)}name${" }".repeat(nesting)} } } } } }`;
       const started = performance.now();
-      const response = await service.gql(deep);
+      // As an admin: anyone else is refused introspection as such, and the depth limit must hold for admins too.
+      const response = await service.gql(deep, {}, { bearer: service.adminKey });
       const elapsed = performance.now() - started;
       expect(response.body.errors?.[0]?.extensions?.code, "the 50-level query was executed instead of refused").toBe("BAD_USER_INPUT");
       const error = refusal(response);
@@ -550,7 +551,7 @@ describe.skipIf(missing !== undefined)(`issuance through the running service${mi
       const fragments = Array.from({ length: 48 }, (_, i) => `fragment F${i} on __Type { name ofType { ...F${i + 1} } }`);
       fragments.push("fragment F48 on __Type { name }");
       const query = `{ __schema { types { ...F0 } } } ${fragments.join(" ")}`;
-      const response = await service.gql(query);
+      const response = await service.gql(query, {}, { bearer: service.adminKey });
       expect(response.body.errors?.[0]?.extensions?.code, "the 50-level query was executed instead of refused").toBe("BAD_USER_INPUT");
       const error = refusal(response);
       expect(error.code).toBe("BAD_USER_INPUT");

@@ -409,6 +409,8 @@ export type IssueError = {
   /** One of the error codes listed on the schema. */
   readonly code: Scalars['String']['output'];
   readonly message: Scalars['String']['output'];
+  /** With RATE_LIMITED: seconds after which the same request may succeed. */
+  readonly retryAfterSeconds: Maybe<Scalars['Int']['output']>;
 };
 
 export type CertificateStatus =
@@ -943,6 +945,7 @@ export type IssueCertificateResultResolvers<ContextType = GraphQLContext, Parent
 export type IssueErrorResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IssueError'] = ResolversParentTypes['IssueError']> = {
   code?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  retryAfterSeconds?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 
