@@ -38,6 +38,7 @@ import type { Services } from "./graphql/context.js";
 import { createGraphQLServer } from "./graphql/yoga.js";
 import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener.js";
 import { createPublicListener } from "./http/public-listener.js";
+import { ReadinessMonitor } from "./http/readiness.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
 import { JwtAttestor } from "./policy/jwt-attestation.js";
@@ -56,7 +57,7 @@ import { SqliteCrlRepository } from "./store/crl-repository.js";
 import { SqliteRevocationRepository } from "./store/revocation-repository.js";
 import { SqliteOcspRepository } from "./store/ocsp-repository.js";
 import { SqliteTransparencyLogRepository } from "./store/transparency-log-repository.js";
-import { inTransaction, openDatabase } from "./store/database.js";
+import { checkWritable, openDatabase } from "./store/database.js";
 import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository, SqliteRegistrationRepository } from "./store/policy-repositories.js";
 
 export interface RunningService {
@@ -208,6 +209,9 @@ async function ensureTransparencyLogKey(keyStore: KeyStore, config: Config, logg
  */
 const SWEEPER_VARIABLE = "ANCHORAGE_CLUSTER_SWEEPER";
 
+/** How long a readiness probe waits for the database's write lock before calling it unavailable. */
+const READINESS_DATABASE_WAIT_MS = 250;
+
 /**
  * Starts the listeners of one service process on a prepared data folder. `runsSweeps` is false only for the
  * workers of a cluster that another worker sweeps for.
@@ -231,16 +235,21 @@ export async function startService(
   );
   const keyStore = await openKeyStore(config, pin, logger);
 
-  const readiness = async () => {
-    let database = false;
-    try {
-      inTransaction(db, () => db.prepare("SELECT count(*) FROM schema_migrations").get());
-      database = true;
-    } catch (error) {
-      logger.warn({ err: error }, "database not writable");
-    }
-    return { database, hsm: await keyStore.isHealthy() };
-  };
+  const readiness = new ReadinessMonitor({
+    probe: async () => {
+      let database = false;
+      try {
+        checkWritable(db, READINESS_DATABASE_WAIT_MS);
+        database = true;
+      } catch (error) {
+        logger.warn({ err: error }, "database not writable");
+      }
+      return { database, hsm: await keyStore.isHealthy() };
+    },
+    intervalMs: config.readiness.probeIntervalMs,
+    logger: logger.child({ component: "readiness" }),
+  });
+  await readiness.start();
   // The responder needs the issuer, which needs the listener's port for its URLs: bind late.
   let ocspResponder: OcspResponder | undefined;
   const ocsp = {
@@ -248,7 +257,7 @@ export async function startService(
       ocspResponder ? ocspResponder.respond(der) : Promise.resolve({ der: ocspErrorResponse("tryLater"), cacheable: false as const }),
     generation: () => ocspResponder?.generation() ?? -1,
   };
-  const publicListener = createPublicListener({ authorities, crls, readiness, ocsp, clock, logger: logger.child({ component: "http" }) });
+  const publicListener = createPublicListener({ authorities, crls, readiness: () => readiness.current(), ocsp, clock, logger: logger.child({ component: "http" }) });
   const httpPort = await listen(publicListener, config.httpPort, config.host);
   const baseUrl = baseUrlOf(config, httpPort);
 
@@ -294,7 +303,7 @@ export async function startService(
     issuers: () => issuers.all(),
     clock,
     logger: logger.child({ component: "ocsp" }),
-    settings: { ...DEFAULT_OCSP_SETTINGS, responseValiditySeconds: config.ocsp.responseValiditySeconds },
+    settings: { ...DEFAULT_OCSP_SETTINGS, ...config.ocsp },
   });
   await ocspResponder.start({ refreshStoredResponses: runsSweeps });
   const presignOcsp = ocspResponder;
@@ -431,6 +440,7 @@ export async function startService(
   const close = (): Promise<void> => {
     closing ??= (async () => {
       clearTimeout(renewal);
+      readiness.stop();
       crlPublisher.stop();
       ocspResponder?.stop();
       transparencyLog.stop();

@@ -44,6 +44,14 @@ export interface Config {
   readonly ocsp: {
     /** nextUpdate - thisUpdate of OCSP responses. */
     readonly responseValiditySeconds: number;
+    /** Signatures a second this process may make for OCSP requests as they arrive (nonce, several CertIDs, unknown serial). */
+    readonly onRequestSignaturesPerSecond: number;
+    /** How many of those may be made at once after a quiet spell. */
+    readonly onRequestSignatureBurst: number;
+  };
+  readonly readiness: {
+    /** How often /readyz's answer is probed (one HSM signature and one database lock each time). */
+    readonly probeIntervalMs: number;
   };
   readonly transparencyLog: {
     /** Checkpoint origin and key name; `<trust domain>/log` when unset. */
@@ -116,7 +124,14 @@ const schema = z
       .object({ validitySeconds: positiveInt.min(600).max(30 * 86400).default(86400) })
       .prefault({}),
     ocsp: z
-      .object({ responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600) })
+      .object({
+        responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600),
+        onRequestSignaturesPerSecond: z.coerce.number().min(0).max(100_000).default(100),
+        onRequestSignatureBurst: z.coerce.number().int().min(0).max(100_000).default(100),
+      })
+      .prefault({}),
+    readiness: z
+      .object({ probeIntervalMs: positiveInt.min(100).max(600_000).default(5000) })
       .prefault({}),
     transparencyLog: z
       .object({
@@ -181,6 +196,9 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
   ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
+  ANCHORAGE_OCSP_SIGNING_BUDGET: "ocsp.onRequestSignaturesPerSecond",
+  ANCHORAGE_OCSP_SIGNING_BURST: "ocsp.onRequestSignatureBurst",
+  ANCHORAGE_READINESS_INTERVAL_MS: "readiness.probeIntervalMs",
   ANCHORAGE_LOG_ORIGIN: "transparencyLog.origin",
   ANCHORAGE_LOG_KEY_LABEL: "transparencyLog.keyLabel",
   ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",

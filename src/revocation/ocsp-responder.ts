@@ -24,6 +24,7 @@ import {
 } from "./ocsp-codec.js";
 import type { CertIdHash, CertificateRevocationStatus, OcspRepository, OcspSignerRecord, StoredOcspResponse } from "./ports.js";
 import { REVOCATION_REASON_CODES, isRevocationReason } from "./reasons.js";
+import { SigningBudget } from "./signing-budget.js";
 
 export interface OcspSettings {
   /** nextUpdate - thisUpdate of responses. */
@@ -32,12 +33,17 @@ export interface OcspSettings {
   readonly signerValiditySeconds: number;
   /** CertIDs accepted in one request. */
   readonly maxRequests: number;
+  /** Budget of signatures made as requests arrive (see `SigningBudget`), for this process. */
+  readonly onRequestSignaturesPerSecond: number;
+  readonly onRequestSignatureBurst: number;
 }
 
 export const DEFAULT_OCSP_SETTINGS: OcspSettings = {
   responseValiditySeconds: 4 * 3600,
   signerValiditySeconds: 30 * 86400,
   maxRequests: 16,
+  onRequestSignaturesPerSecond: 100,
+  onRequestSignatureBurst: 100,
 };
 
 /**
@@ -85,6 +91,9 @@ const TRY_LATER = ocspErrorResponse("tryLater");
 
 const etags = new WeakMap<Buffer, string>();
 
+/** At most one warning this often while the on-request signing budget turns requests away. */
+const BUDGET_WARNING_INTERVAL_MS = 10_000;
+
 /** Strong ETag of a response body, computed once per stored body. */
 function etagOf(der: Buffer): string {
   let etag = etags.get(der);
@@ -93,6 +102,17 @@ function etagOf(der: Buffer): string {
     etags.set(der, etag);
   }
   return etag;
+}
+
+function storedAnswer(stored: StoredOcspResponse): OcspAnswer {
+  return {
+    der: stored.der,
+    cacheable: true,
+    stored: true,
+    thisUpdate: stored.thisUpdate,
+    nextUpdate: stored.nextUpdate,
+    etag: etagOf(stored.der),
+  };
 }
 
 function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
@@ -106,7 +126,8 @@ function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
  * (id-kp-OCSPSigning, ocsp-nocheck) whose key is in the HSM. Responses without a nonce are signed ahead of
  * time (at issuance, on revocation, and before they expire) and served from storage, so a status lookup
  * does not touch the HSM; a request with a nonce, several CertIDs, or for a serial we never issued is signed
- * when it arrives. Storage is shared by every service process, so a revocation replaces the stored
+ * when it arrives, within a budget of signatures per second: over it, a nonce is ignored and the stored
+ * response served, and what has none gets tryLater. Storage is shared by every service process, so a revocation replaces the stored
  * response for all of them at once.
  */
 export class OcspResponder {
@@ -123,6 +144,9 @@ export class OcspResponder {
   private changeCheckedAt = Number.NEGATIVE_INFINITY;
   /** Bumped whenever a response in `recent` is replaced or dropped; see `generation()`. */
   private changes = 0;
+  private readonly onRequestBudget: SigningBudget;
+  private refusedSinceWarning = 0;
+  private warnedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly deps: {
@@ -133,7 +157,24 @@ export class OcspResponder {
       readonly logger: Logger;
       readonly settings: OcspSettings;
     },
-  ) {}
+  ) {
+    this.onRequestBudget = new SigningBudget({
+      perSecond: deps.settings.onRequestSignaturesPerSecond,
+      burst: deps.settings.onRequestSignatureBurst,
+    });
+  }
+
+  private reportBudgetSpent(): void {
+    this.refusedSinceWarning++;
+    const now = performance.now();
+    if (now - this.warnedAt < BUDGET_WARNING_INTERVAL_MS) return;
+    this.deps.logger.warn(
+      { refused: this.refusedSinceWarning, perSecond: this.deps.settings.onRequestSignaturesPerSecond, burst: this.deps.settings.onRequestSignatureBurst },
+      "OCSP on-request signing budget spent: serving pre-signed responses without nonce, tryLater for the rest",
+    );
+    this.warnedAt = now;
+    this.refusedSinceWarning = 0;
+  }
 
   /**
    * Loads or creates the responder certificates, then keeps them fresh. With `refreshStoredResponses` it
@@ -167,18 +208,14 @@ export class OcspResponder {
       return { der: UNAUTHORIZED, cacheable: false };
     }
     const now = this.deps.clock.now();
-    if (request.requests.length === 1 && request.nonce === undefined) {
-      const stored = this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
-      if (stored && stored.nextUpdate.getTime() > now.getTime()) {
-        return {
-          der: stored.der,
-          cacheable: true,
-          stored: true,
-          thisUpdate: stored.thisUpdate,
-          nextUpdate: stored.nextUpdate,
-          etag: etagOf(stored.der),
-        };
-      }
+    const stored =
+      request.requests.length === 1 ? this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm) : undefined;
+    const fresh = stored && stored.nextUpdate.getTime() > now.getTime() ? stored : undefined;
+    if (fresh && request.nonce === undefined) return storedAnswer(fresh);
+    if (!this.onRequestBudget.tryTake()) {
+      this.reportBudgetSpent();
+      // RFC 8954 lets a responder leave the nonce out; what has no pre-signed answer waits for the budget.
+      return fresh ? storedAnswer(fresh) : { der: TRY_LATER, cacheable: false };
     }
     try {
       const statuses = request.requests.map((certId) =>

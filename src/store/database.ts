@@ -50,3 +50,18 @@ function migrate(db: SqliteDatabase): void {
 export function inTransaction<T>(db: SqliteDatabase, work: () => T): T {
   return db.transaction(work).immediate();
 }
+
+/**
+ * Throws unless this connection can take the write lock within `timeoutMs`: the readiness probe. It waits
+ * that long at most, not the connection's usual busy timeout, so that a database locked by another process
+ * (or one that cannot be written) shows as not ready instead of stalling the probe. Nothing is written.
+ */
+export function checkWritable(db: SqliteDatabase, timeoutMs: number): void {
+  const usualTimeout = db.pragma("busy_timeout", { simple: true }) as number;
+  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(timeoutMs))}`);
+  try {
+    inTransaction(db, () => db.prepare("SELECT count(*) FROM schema_migrations").get());
+  } finally {
+    db.pragma(`busy_timeout = ${usualTimeout}`);
+  }
+}
