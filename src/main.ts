@@ -299,6 +299,7 @@ export async function startService(
   if (runsSweeps) await crlPublisher.start();
   ocspResponder = new OcspResponder({
     repository: new SqliteOcspRepository(db),
+    ledger: certificateStore,
     keyStore,
     issuers: () => issuers.all(),
     clock,

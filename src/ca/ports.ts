@@ -33,6 +33,9 @@ export interface TrustBundleConsumerRepository {
   count(): number;
 }
 
+/** What a certificate is for; workload unless said otherwise. */
+export type CertificateProfile = "workload" | "ocsp-responder";
+
 /** What is written, atomically, before a certificate is signed. */
 export interface PreparedIssuance {
   readonly serial: string;
@@ -48,6 +51,8 @@ export interface PreparedIssuance {
   readonly consumeTokenHash?: Buffer;
   /** The certificate a renewal replaces; the reservation fails if it already has a live successor. */
   readonly predecessorSerial?: string;
+  /** `workload` when absent. Certificates of other profiles carry an empty `spiffeId`. */
+  readonly profile?: CertificateProfile;
   readonly audit: AuditEvent;
 }
 

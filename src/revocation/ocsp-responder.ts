@@ -7,7 +7,8 @@ import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
 import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.js";
 import { buildOcspSignerTbs } from "../ca/x509/ocsp-signer.js";
 import type { Clock } from "../common/clock.js";
-import { InternalError } from "../common/errors.js";
+import { AnchorageError, InternalError } from "../common/errors.js";
+import type { IssuanceLedger } from "../ca/ports.js";
 import type { Logger } from "../common/logger.js";
 import type { KeyStore, Signer } from "../signer/signer.js";
 import {
@@ -82,6 +83,9 @@ const SIGNER_CLAIM_STALE_MS = 60_000;
 const SIGNER_WAIT_MS = 30_000;
 const SIGNER_POLL_MS = 50;
 
+/** Who asks for responder certificates, in the ledger and the audit events. */
+const RESPONDER_REQUESTER = "system:ocsp-responder";
+
 const HASH_OIDS: Readonly<Record<CertIdHash, string>> = { sha1: "1.3.14.3.2.26", sha256: "2.16.840.1.101.3.4.2.1" };
 
 const MALFORMED = ocspErrorResponse("malformedRequest");
@@ -151,6 +155,8 @@ export class OcspResponder {
   constructor(
     private readonly deps: {
       readonly repository: OcspRepository;
+      /** Where the responder certificates are recorded before and after they are signed. */
+      readonly ledger: IssuanceLedger;
       readonly keyStore: KeyStore;
       readonly issuers: () => readonly Issuer[];
       readonly clock: Clock;
@@ -478,13 +484,61 @@ export class OcspResponder {
     }
   }
 
+  /**
+   * Signs a responder certificate through the issuance ledger, like any certificate a key of ours signs:
+   * reserved with its TBS and an audit event first, then signed, then stored (and so in the history and the
+   * transparency log), or marked failed.
+   */
+  private async signThroughLedger(
+    issuer: Issuer,
+    tbsDer: Buffer,
+    certificate: { serial: string; notBefore: Date; notAfter: Date; keyLabel: string; now: Date },
+  ): Promise<Buffer> {
+    const { serial, now } = certificate;
+    const event = { actor: RESPONDER_REQUESTER, subject: serial, details: { profile: "ocsp-responder", issuerId: issuer.id, keyLabel: certificate.keyLabel } };
+    const [reservation] = await this.deps.ledger.prepare(
+      [
+        {
+          serial,
+          authorityId: issuer.id,
+          spiffeId: "",
+          dnsNames: [],
+          notBefore: certificate.notBefore,
+          notAfter: certificate.notAfter,
+          keyType: "P-256",
+          requester: RESPONDER_REQUESTER,
+          tbsDer,
+          profile: "ocsp-responder",
+          audit: { type: "issuance.prepared", outcome: "success", ...event },
+        },
+      ],
+      now,
+    );
+    if (!reservation?.ok) throw new InternalError(`the OCSP responder certificate ${serial} could not be reserved`);
+    let der: Buffer;
+    try {
+      der = await issuer.sign(tbsDer);
+    } catch (error) {
+      const code = error instanceof AnchorageError ? error.code : "INTERNAL";
+      await this.deps.ledger.abandon([{ serial, audit: { type: "issuance.failed", outcome: "failure", code, ...event } }], now);
+      throw error;
+    }
+    await this.deps.ledger.complete(
+      [{ serial, der, fingerprintSha256: createHash("sha256").update(der).digest("hex"), audit: { type: "issuance.signed", outcome: "success", ...event } }],
+      now,
+    );
+    return der;
+  }
+
   private async createResponder(issuer: Issuer, now: Date) {
     const stamp = now.toISOString().slice(0, 10).replaceAll("-", "");
     const keyLabel = `anchorage-ocsp-${issuer.id.slice(0, 8)}-${stamp}-${randomBytes(2).toString("hex")}`;
     const signer = await this.deps.keyStore.generateKey(keyLabel, { type: "ec", curve: "P-256" });
     const issuerFields = certificateFields(issuer.authority.certificateDer);
-    const notBefore = new Date(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
-    const notAfter = new Date(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
+    // Whole seconds, as X.509 encodes them, so the ledger's record says exactly what the certificate says.
+    const wholeSeconds = (milliseconds: number): Date => new Date(Math.floor(milliseconds / 1000) * 1000);
+    const notBefore = wholeSeconds(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
+    const notAfter = wholeSeconds(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
     const serialNumber = generateSerial();
     const tbs = buildOcspSignerTbs({
       subjectNameDer: buildName({ commonName: `Anchorage OCSP Responder ${issuer.id.slice(0, 8)}`, organization: "Anchorage" }),
@@ -496,7 +550,7 @@ export class OcspResponder {
       issuerNameDer: issuerFields.subjectNameDer,
       issuerSubjectKeyIdentifier: issuerFields.subjectKeyIdentifier,
     });
-    const certificateDer = await issuer.sign(tbs);
+    const certificateDer = await this.signThroughLedger(issuer, tbs, { serial: serialNumber.toString("hex"), notBefore, notAfter, keyLabel, now });
     // One self-test signature, checked against the new certificate before anything relies on it.
     const probe = randomBytes(32);
     const probeSignature = await signer.sign(probe);

@@ -115,6 +115,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
          SELECT json_each.value, certificates.issued_seq FROM certificates, json_each(certificates.dns_names)
          WHERE certificates.serial = ?`,
       ),
+      setProfile: db.prepare("UPDATE certificates SET profile = ? WHERE serial = ?"),
       fail: db.prepare("UPDATE certificates SET state = 'failed' WHERE serial = ? AND state = 'prepared'"),
       get: db.prepare("SELECT * FROM certificates WHERE serial = ? AND state = 'issued'"),
     };
@@ -144,6 +145,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           now.getTime(),
           item.predecessorSerial ?? null,
         );
+        if (item.profile !== undefined && item.profile !== "workload") this.statements.setProfile.run(item.profile, item.serial);
         this.audit.append(item.audit, now);
         return { ok: true };
       }),

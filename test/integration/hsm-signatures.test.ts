@@ -6,6 +6,8 @@
  *   probed in the background, and OCSP requests that would be signed on arrival (a nonce, several CertIDs,
  *   an unknown serial) draw on a global budget; over it, a nonce is ignored in favour of the pre-signed
  *   response, and the rest get tryLater.
+ * - Every certificate a key of ours signs is in the ledger: the delegated OCSP responder certificate has its
+ *   row in the history, its audit events and its transparency-log leaf.
  *
  * One service for the whole file.
  */
@@ -199,5 +201,25 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
     // What has no pre-signed response is refused for now.
     const others = answers.filter((_, index) => index % kinds.length !== 0);
     expect(others.filter((answer) => answer.body.equals(TRY_LATER)).length).toBeGreaterThanOrEqual(others.length - budget);
+  });
+
+  it("records the delegated OCSP responder certificate like any certificate: history, audit events, log leaf", async () => {
+    const der = service.sqlValue("SELECT certificate_der FROM ocsp_signers ORDER BY created_at LIMIT 1") as Buffer;
+    const certificate = new X509Certificate(der);
+    const serial = certificate.serialNumber.toLowerCase();
+    const history = await admin(`query ($serial: String!) { certificate(serial: $serial) { serial fingerprintSha256 requester } }`, { serial });
+    expect(history.body.errors, JSON.stringify(history.body.errors)).toBeUndefined();
+    expect(history.body.data.certificate).toEqual({
+      serial,
+      fingerprintSha256: certificate.fingerprint256.replaceAll(":", "").toLowerCase(),
+      requester: "system:ocsp-responder",
+    });
+    const listed = await admin(`query ($serial: String!) { certificates(filter: { serial: $serial }) { edges { node { serial } } } }`, { serial });
+    expect(listed.body.errors, JSON.stringify(listed.body.errors)).toBeUndefined();
+    expect(listed.body.data.certificates.edges).toHaveLength(1);
+    expect(service.sqlValue("SELECT count(*) FROM audit_events WHERE subject = ? AND type IN ('issuance.prepared', 'issuance.signed')", serial)).toBe(2);
+    const proof = await admin(`query ($serial: String!) { inclusionProof(serial: $serial) { leafIndex entry } }`, { serial });
+    expect(proof.body.errors, JSON.stringify(proof.body.errors)).toBeUndefined();
+    expect(JSON.parse(proof.body.data.inclusionProof.entry)).toMatchObject({ kind: "certificate", serial, certificate: der.toString("base64") });
   });
 });
