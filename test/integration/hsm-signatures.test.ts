@@ -12,7 +12,7 @@
  * One service for the whole file.
  */
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { Agent, request as httpRequest } from "node:http";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -23,14 +23,7 @@ const SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so";
 const SPY_MODULES = ["/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so", "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so", "/usr/lib/pkcs11/pkcs11-spy.so"];
 
 const missing = requireTools(["softhsm2-util", "openssl"]);
-const spyModule = SPY_MODULES.find((path) => {
-  try {
-    readFileSync(path, { flag: "r" }).subarray(0, 1);
-    return true;
-  } catch {
-    return false;
-  }
-});
+const spyModule = SPY_MODULES.find((path) => existsSync(path));
 
 const TRUST_DOMAIN = "anchorage.test";
 const CREATE_TOKEN = `mutation ($input: CreateEnrollmentTokenInput!) { createEnrollmentToken(input: $input) { id token } }`;
@@ -162,13 +155,16 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
   it("reports not ready while another process holds the database's write lock, and ready again once it lets go", async () => {
     const db = new Database(join(service.dataDir, "anchorage.db"), { fileMustExist: true });
     try {
+      // A probe that waited out the lock would leave every answer hanging; one slow answer (another of the
+      // service's writes waiting for the lock) is tolerated, an answer never coming within the deadline is not.
+      const answerWithin = async (path: string) => post(path).catch(() => undefined);
       db.exec("BEGIN IMMEDIATE");
       await waitFor("/readyz to report the database unavailable", async () => {
-        const answer = await post("/readyz");
-        return answer.status === 503 && JSON.parse(answer.body.toString("utf8")).database === false;
+        const answer = await answerWithin("/readyz");
+        return answer?.status === 503 && JSON.parse(answer.body.toString("utf8")).database === false;
       });
       db.exec("ROLLBACK");
-      await waitFor("/readyz to report ready again", async () => (await post("/readyz")).status === 200);
+      await waitFor("/readyz to report ready again", async () => (await answerWithin("/readyz"))?.status === 200);
     } finally {
       if (db.inTransaction) db.exec("ROLLBACK");
       db.close();
