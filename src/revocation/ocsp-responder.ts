@@ -2,7 +2,7 @@ import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Issuer } from "../ca/issuer.js";
 import { generateSerial } from "../ca/serial.js";
-import { buildName, certificateFields, inspectSubjectPublicKeyInfo } from "../ca/x509/ca-certificates.js";
+import { buildName, certificateFields, inspectSubjectPublicKeyInfo, type CertificateFields } from "../ca/x509/ca-certificates.js";
 import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
 import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.js";
 import { buildOcspSignerTbs } from "../ca/x509/ocsp-signer.js";
@@ -464,6 +464,30 @@ export class OcspResponder {
         notAfter: record.notAfter,
       });
       this.deps.logger.info({ authorityId: issuer.id, keyLabel: record.keyLabel, notAfter: record.notAfter }, "OCSP responder certificate loaded");
+      await this.recordIfMissing(issuer, record, fields, now);
+    }
+  }
+
+  /**
+   * Responder certificates signed before they went through the ledger are recorded there when loaded, so
+   * that the history and the transparency log hold every one in use. Processes starting together may race
+   * to do it; the loser's reservation fails on the serial and the winner's record stands.
+   */
+  private async recordIfMissing(issuer: Issuer, record: OcspSignerRecord, fields: CertificateFields, now: Date): Promise<void> {
+    const serial = fields.serialNumberHex;
+    if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+    try {
+      await this.signThroughLedger(
+        issuer,
+        fields.tbsDer,
+        { serial, notBefore: fields.notBefore, notAfter: fields.notAfter, keyLabel: record.keyLabel, now },
+        () => Promise.resolve(record.certificateDer),
+        { signedAt: record.createdAt.toISOString() },
+      );
+      this.deps.logger.info({ authorityId: issuer.id, serial }, "earlier OCSP responder certificate recorded in the ledger");
+    } catch (error) {
+      if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+      this.deps.logger.warn({ err: error, authorityId: issuer.id, serial }, "could not record an earlier OCSP responder certificate in the ledger");
     }
   }
 
@@ -493,9 +517,15 @@ export class OcspResponder {
     issuer: Issuer,
     tbsDer: Buffer,
     certificate: { serial: string; notBefore: Date; notAfter: Date; keyLabel: string; now: Date },
+    sign: () => Promise<Buffer> = () => issuer.sign(tbsDer),
+    details: Record<string, unknown> = {},
   ): Promise<Buffer> {
     const { serial, now } = certificate;
-    const event = { actor: RESPONDER_REQUESTER, subject: serial, details: { profile: "ocsp-responder", issuerId: issuer.id, keyLabel: certificate.keyLabel } };
+    const event = {
+      actor: RESPONDER_REQUESTER,
+      subject: serial,
+      details: { profile: "ocsp-responder", issuerId: issuer.id, keyLabel: certificate.keyLabel, ...details },
+    };
     const [reservation] = await this.deps.ledger.prepare(
       [
         {
@@ -517,7 +547,7 @@ export class OcspResponder {
     if (!reservation?.ok) throw new InternalError(`the OCSP responder certificate ${serial} could not be reserved`);
     let der: Buffer;
     try {
-      der = await issuer.sign(tbsDer);
+      der = await sign();
     } catch (error) {
       const code = error instanceof AnchorageError ? error.code : "INTERNAL";
       await this.deps.ledger.abandon([{ serial, audit: { type: "issuance.failed", outcome: "failure", code, ...event } }], now);

@@ -42,6 +42,8 @@ const QUICK_MS = 5_000;
 
 describe.skipIf(missing !== undefined)(`HSM signatures of the running service${missing ? ` (skipped: ${missing})` : ""}`, () => {
   let service: RunningService;
+  /** Every service this file started, the first (which owns the data folder) first. */
+  const services: RunningService[] = [];
   const scratch = scratchDir("anchorage-hsm-signatures-");
   const spyLog = scratch.file("pkcs11-spy.log");
   const agent = new Agent({ keepAlive: true, maxSockets: 16 });
@@ -105,21 +107,23 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
     }
   }
 
+  const serviceEnvironment = (): Record<string, string> => ({
+    ANCHORAGE_PKCS11_MODULE: spyModule ?? "",
+    PKCS11SPY: SOFTHSM_MODULE,
+    PKCS11SPY_OUTPUT: spyLog,
+    ANCHORAGE_OCSP_SIGNING_BUDGET: String(SIGNING_PER_SECOND),
+    ANCHORAGE_OCSP_SIGNING_BURST: String(SIGNING_BURST),
+    ANCHORAGE_READINESS_INTERVAL_MS: String(READINESS_INTERVAL_MS),
+    // Sequenced once at start (the responder and service certificates); no later round may wait out
+    // the database lock the readiness test takes.
+    ANCHORAGE_LOG_INTERVAL_MS: "3600000",
+  });
+
   beforeAll(async () => {
     if (!spyModule) throw new Error("pkcs11-spy.so (package opensc) is required for this test");
-    service = await startService({
-      env: {
-        ANCHORAGE_PKCS11_MODULE: spyModule,
-        PKCS11SPY: SOFTHSM_MODULE,
-        PKCS11SPY_OUTPUT: spyLog,
-        ANCHORAGE_OCSP_SIGNING_BUDGET: String(SIGNING_PER_SECOND),
-        ANCHORAGE_OCSP_SIGNING_BURST: String(SIGNING_BURST),
-        ANCHORAGE_READINESS_INTERVAL_MS: String(READINESS_INTERVAL_MS),
-        // Sequenced once at start (the responder and service certificates); no later round may wait out
-        // the database lock the readiness test takes.
-        ANCHORAGE_LOG_INTERVAL_MS: "3600000",
-      },
-    });
+    service = await startService({ env: serviceEnvironment() });
+    services.push(service);
+
     const authorities = await admin(AUTHORITIES);
     const intermediate = (authorities.body.data.authorities as { kind: string; status: string; certificatePem: string }[]).find(
       (authority) => authority.kind.toLowerCase() === "intermediate" && authority.status.toLowerCase() === "active",
@@ -137,7 +141,7 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
 
   afterAll(async () => {
     agent.destroy();
-    await service?.cleanup();
+    for (const running of services.reverse()) await running.cleanup();
     scratch.remove();
   });
 
@@ -218,4 +222,24 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
     expect(proof.body.errors, JSON.stringify(proof.body.errors)).toBeUndefined();
     expect(JSON.parse(proof.body.data.inclusionProof.entry)).toMatchObject({ kind: "certificate", serial, certificate: der.toString("base64") });
   });
+
+  it("records a responder certificate signed before responder certificates went through the ledger when it is loaded", async () => {
+    const der = service.sqlValue("SELECT certificate_der FROM ocsp_signers ORDER BY created_at LIMIT 1") as Buffer;
+    const serial = new X509Certificate(der).serialNumber.toLowerCase();
+    expect(await service.stop()).toBe(0);
+    // A data folder from before: the responder certificate has no row in the ledger.
+    const db = new Database(join(service.dataDir, "anchorage.db"), { fileMustExist: true });
+    try {
+      expect(db.prepare("DELETE FROM certificates WHERE serial = ?").run(serial).changes).toBe(1);
+    } finally {
+      db.close();
+    }
+    service = await startService({ dataDir: service.dataDir, env: serviceEnvironment() });
+    services.push(service);
+    const history = await admin(`query ($serial: String!) { certificate(serial: $serial) { serial requester } }`, { serial });
+    expect(history.body.errors, JSON.stringify(history.body.errors)).toBeUndefined();
+    expect(history.body.data.certificate).toEqual({ serial, requester: "system:ocsp-responder" });
+    const recorded = service.sqlValue("SELECT details FROM audit_events WHERE subject = ? AND type = 'issuance.signed' ORDER BY sequence DESC LIMIT 1", serial) as string;
+    expect(JSON.parse(recorded)).toMatchObject({ profile: "ocsp-responder", signedAt: expect.any(String) });
+  }, 120_000);
 });
