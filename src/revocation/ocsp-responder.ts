@@ -1,6 +1,7 @@
 import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Issuer } from "../ca/issuer.js";
+import type { IssuanceLedger } from "../ca/ports.js";
 import { generateSerial } from "../ca/serial.js";
 import { buildName, certificateFields, inspectSubjectPublicKeyInfo, type CertificateFields } from "../ca/x509/ca-certificates.js";
 import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
@@ -8,7 +9,6 @@ import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.j
 import { buildOcspSignerTbs } from "../ca/x509/ocsp-signer.js";
 import type { Clock } from "../common/clock.js";
 import { AnchorageError, InternalError } from "../common/errors.js";
-import type { IssuanceLedger } from "../ca/ports.js";
 import type { Logger } from "../common/logger.js";
 import type { KeyStore, Signer } from "../signer/signer.js";
 import {
@@ -131,8 +131,9 @@ function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
  * time (at issuance, on revocation, and before they expire) and served from storage, so a status lookup
  * does not touch the HSM; a request with a nonce, several CertIDs, or for a serial we never issued is signed
  * when it arrives, within a budget of signatures per second: over it, a nonce is ignored and the stored
- * response served, and what has none gets tryLater. Storage is shared by every service process, so a revocation replaces the stored
- * response for all of them at once.
+ * response served, and what has none gets tryLater. Storage is shared by every service process, so a
+ * revocation replaces the stored response for all of them at once. The responder certificates are signed
+ * through the issuance ledger, so they are in the history and the transparency log like any other.
  */
 export class OcspResponder {
   private responders = new Map<string, Responder>();
@@ -511,7 +512,8 @@ export class OcspResponder {
   /**
    * Signs a responder certificate through the issuance ledger, like any certificate a key of ours signs:
    * reserved with its TBS and an audit event first, then signed, then stored (and so in the history and the
-   * transparency log), or marked failed.
+   * transparency log), or marked failed. `sign` is the issuer's signature, except when recording a
+   * certificate signed earlier (see `recordIfMissing`).
    */
   private async signThroughLedger(
     issuer: Issuer,
