@@ -39,6 +39,7 @@ import type { Services } from "./graphql/context.js";
 import { createGraphQLServer } from "./graphql/yoga.js";
 import { createGraphQLListener, type TlsMaterial } from "./http/graphql-listener.js";
 import { createPublicListener } from "./http/public-listener.js";
+import { ReadinessMonitor } from "./http/readiness.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
 import { RateLimitedAuthorizer, RateLimits } from "./policy/rate-limits.js";
@@ -242,16 +243,21 @@ export async function startService(
   );
   const keyStore = await openKeyStore(config, pin, logger);
 
-  const readiness = async () => {
-    let database = false;
-    try {
-      await certificateStore.probeWritable();
-      database = true;
-    } catch (error) {
-      logger.warn({ err: error }, "database not writable");
-    }
-    return { database, hsm: await keyStore.isHealthy() };
-  };
+  const readiness = new ReadinessMonitor({
+    probe: async () => {
+      let database = false;
+      try {
+        await certificateStore.probeWritable();
+        database = true;
+      } catch (error) {
+        logger.warn({ err: error }, "database not writable");
+      }
+      return { database, hsm: await keyStore.isHealthy() };
+    },
+    intervalMs: config.readiness.probeIntervalMs,
+    logger: logger.child({ component: "readiness" }),
+  });
+  await readiness.start();
   // The responder needs the issuer, which needs the listener's port for its URLs: bind late.
   let ocspResponder: OcspResponder | undefined;
   const ocsp = {
@@ -259,7 +265,7 @@ export async function startService(
       ocspResponder ? ocspResponder.respond(der) : Promise.resolve({ der: ocspErrorResponse("tryLater"), cacheable: false as const }),
     generation: () => ocspResponder?.generation() ?? -1,
   };
-  const publicListener = createPublicListener({ authorities, crls, readiness, ocsp, clock, logger: logger.child({ component: "http" }) });
+  const publicListener = createPublicListener({ authorities, crls, readiness: () => readiness.current(), ocsp, clock, logger: logger.child({ component: "http" }) });
   const httpPort = await listen(publicListener, config.httpPort, config.host);
   const baseUrl = baseUrlOf(config, httpPort);
 
@@ -316,11 +322,12 @@ export async function startService(
   if (runsSweeps) await crlPublisher.start();
   ocspResponder = new OcspResponder({
     repository: new SqliteOcspRepository(db),
+    ledger: certificateStore,
     keyStore,
     issuers: () => issuers.all(),
     clock,
     logger: logger.child({ component: "ocsp" }),
-    settings: { ...DEFAULT_OCSP_SETTINGS, responseValiditySeconds: config.ocsp.responseValiditySeconds },
+    settings: { ...DEFAULT_OCSP_SETTINGS, ...config.ocsp },
   });
   await ocspResponder.start({ refreshStoredResponses: runsSweeps });
   const presignOcsp = ocspResponder;
@@ -464,6 +471,7 @@ export async function startService(
   const close = (): Promise<void> => {
     closing ??= (async () => {
       clearTimeout(renewal);
+      readiness.stop();
       crlPublisher.stop();
       ocspResponder?.stop();
       transparencyLog.stop();

@@ -46,6 +46,9 @@ export interface TrustBundleConsumerRepository {
   count(): number;
 }
 
+/** What a certificate is for; workload unless said otherwise. */
+export type CertificateProfile = "workload" | "ocsp-responder";
+
 /** What is written, atomically, before a certificate is signed. */
 export interface PreparedIssuance {
   readonly serial: string;
@@ -65,6 +68,8 @@ export interface PreparedIssuance {
   readonly origin?: CertificateOrigin;
   /** A single-use JWT to record as used with this reservation; the reservation fails if it already was. */
   readonly consumeJwt?: JwtUse;
+  /** `workload` when absent. Certificates of other profiles carry an empty `spiffeId`. */
+  readonly profile?: CertificateProfile;
   readonly audit: AuditEvent;
 }
 

@@ -48,6 +48,14 @@ export interface Config {
   readonly ocsp: {
     /** nextUpdate - thisUpdate of OCSP responses. */
     readonly responseValiditySeconds: number;
+    /** Signatures a second this process may make for OCSP requests as they arrive (nonce, several CertIDs, unknown serial). */
+    readonly onRequestSignaturesPerSecond: number;
+    /** How many of those may be made at once after a quiet spell. */
+    readonly onRequestSignatureBurst: number;
+  };
+  readonly readiness: {
+    /** How often /readyz's answer is probed (one HSM signature and one database lock each time). */
+    readonly probeIntervalMs: number;
   };
   readonly transparencyLog: {
     /** Checkpoint origin and key name; `<trust domain>/log` when unset. */
@@ -141,7 +149,14 @@ const schema = z
       .object({ busyTimeoutMs: positiveInt.max(600_000).default(5_000) })
       .prefault({}),
     ocsp: z
-      .object({ responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600) })
+      .object({
+        responseValiditySeconds: positiveInt.min(300).max(7 * 86400).default(4 * 3600),
+        onRequestSignaturesPerSecond: z.coerce.number().min(0).max(100_000).default(100),
+        onRequestSignatureBurst: z.coerce.number().int().min(0).max(100_000).default(100),
+      })
+      .prefault({}),
+    readiness: z
+      .object({ probeIntervalMs: positiveInt.min(100).max(600_000).default(5000) })
       .prefault({}),
     transparencyLog: z
       .object({
@@ -227,6 +242,9 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
   ANCHORAGE_DB_BUSY_TIMEOUT_MS: "database.busyTimeoutMs",
   ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
+  ANCHORAGE_OCSP_SIGNING_BUDGET: "ocsp.onRequestSignaturesPerSecond",
+  ANCHORAGE_OCSP_SIGNING_BURST: "ocsp.onRequestSignatureBurst",
+  ANCHORAGE_READINESS_INTERVAL_MS: "readiness.probeIntervalMs",
   ANCHORAGE_LOG_ORIGIN: "transparencyLog.origin",
   ANCHORAGE_LOG_KEY_LABEL: "transparencyLog.keyLabel",
   ANCHORAGE_LOG_INTERVAL_MS: "transparencyLog.intervalMs",

@@ -7,6 +7,7 @@ import type { OcspAnswer } from "../revocation/ocsp-responder.js";
 import { BodyTooLargeError, readBody } from "./body.js";
 import { createOcspFrontDoor } from "./ocsp-fast-path.js";
 import type { Logger } from "../common/logger.js";
+import type { Readiness } from "./readiness.js";
 import { certificateToPem } from "../common/pem.js";
 import type { CrlRepository } from "../revocation/ports.js";
 
@@ -19,11 +20,6 @@ export interface OcspEndpoint {
 
 /** Largest OCSP request body accepted; a request with the maximum number of CertIDs is far smaller. */
 const MAX_OCSP_REQUEST_BYTES = 16 * 1024;
-
-export interface Readiness {
-  readonly database: boolean;
-  readonly hsm: boolean;
-}
 
 const AUTHORITY_FILE = /^\/(ca|crl)\/([0-9a-f]{2,128})\.(crt|crl)$/;
 
@@ -40,7 +36,8 @@ function send(response: ServerResponse, status: number, type: string, body: stri
 export function createPublicListener(options: {
   readonly authorities: AuthorityService;
   readonly crls: CrlRepository;
-  readonly readiness: () => Promise<Readiness>;
+  /** The latest background probe (see ReadinessMonitor): answering /readyz never probes. */
+  readonly readiness: () => Readiness;
   readonly ocsp: OcspEndpoint;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -87,7 +84,7 @@ export function createPublicListener(options: {
       return;
     }
     if (path === "/readyz") {
-      const state = await readiness();
+      const state = readiness();
       const ready = state.database && state.hsm;
       send(response, ready ? 200 : 503, "application/json", `${JSON.stringify({ status: ready ? "ready" : "unavailable", ...state })}\n`);
       return;

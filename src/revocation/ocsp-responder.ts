@@ -1,13 +1,14 @@
 import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Issuer } from "../ca/issuer.js";
+import type { IssuanceLedger } from "../ca/ports.js";
 import { generateSerial } from "../ca/serial.js";
-import { buildName, certificateFields, inspectSubjectPublicKeyInfo } from "../ca/x509/ca-certificates.js";
+import { buildName, certificateFields, inspectSubjectPublicKeyInfo, type CertificateFields } from "../ca/x509/ca-certificates.js";
 import { SIGNATURE_HASH_ALGORITHMS } from "../ca/x509/algorithms.js";
 import { integer, nullValue, octetString, oid, sequence } from "../ca/x509/der.js";
 import { buildOcspSignerTbs } from "../ca/x509/ocsp-signer.js";
 import type { Clock } from "../common/clock.js";
-import { InternalError } from "../common/errors.js";
+import { AnchorageError, InternalError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { KeyStore, Signer } from "../signer/signer.js";
 import {
@@ -24,6 +25,7 @@ import {
 } from "./ocsp-codec.js";
 import type { CertIdHash, CertificateRevocationStatus, OcspRepository, OcspSignerRecord, StoredOcspResponse } from "./ports.js";
 import { REVOCATION_REASON_CODES, isRevocationReason } from "./reasons.js";
+import { SigningBudget } from "./signing-budget.js";
 
 export interface OcspSettings {
   /** nextUpdate - thisUpdate of responses. */
@@ -32,12 +34,17 @@ export interface OcspSettings {
   readonly signerValiditySeconds: number;
   /** CertIDs accepted in one request. */
   readonly maxRequests: number;
+  /** Budget of signatures made as requests arrive (see `SigningBudget`), for this process. */
+  readonly onRequestSignaturesPerSecond: number;
+  readonly onRequestSignatureBurst: number;
 }
 
 export const DEFAULT_OCSP_SETTINGS: OcspSettings = {
   responseValiditySeconds: 4 * 3600,
   signerValiditySeconds: 30 * 86400,
   maxRequests: 16,
+  onRequestSignaturesPerSecond: 100,
+  onRequestSignatureBurst: 100,
 };
 
 /**
@@ -76,6 +83,9 @@ const SIGNER_CLAIM_STALE_MS = 60_000;
 const SIGNER_WAIT_MS = 30_000;
 const SIGNER_POLL_MS = 50;
 
+/** Who asks for responder certificates, in the ledger and the audit events. */
+const RESPONDER_REQUESTER = "system:ocsp-responder";
+
 const HASH_OIDS: Readonly<Record<CertIdHash, string>> = { sha1: "1.3.14.3.2.26", sha256: "2.16.840.1.101.3.4.2.1" };
 
 const MALFORMED = ocspErrorResponse("malformedRequest");
@@ -85,6 +95,9 @@ const TRY_LATER = ocspErrorResponse("tryLater");
 
 const etags = new WeakMap<Buffer, string>();
 
+/** At most one warning this often while the on-request signing budget turns requests away. */
+const BUDGET_WARNING_INTERVAL_MS = 10_000;
+
 /** Strong ETag of a response body, computed once per stored body. */
 function etagOf(der: Buffer): string {
   let etag = etags.get(der);
@@ -93,6 +106,17 @@ function etagOf(der: Buffer): string {
     etags.set(der, etag);
   }
   return etag;
+}
+
+function storedAnswer(stored: StoredOcspResponse): OcspAnswer {
+  return {
+    der: stored.der,
+    cacheable: true,
+    stored: true,
+    thisUpdate: stored.thisUpdate,
+    nextUpdate: stored.nextUpdate,
+    etag: etagOf(stored.der),
+  };
 }
 
 function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
@@ -106,8 +130,10 @@ function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
  * (id-kp-OCSPSigning, ocsp-nocheck) whose key is in the HSM. Responses without a nonce are signed ahead of
  * time (at issuance, on revocation, and before they expire) and served from storage, so a status lookup
  * does not touch the HSM; a request with a nonce, several CertIDs, or for a serial we never issued is signed
- * when it arrives. Storage is shared by every service process, so a revocation replaces the stored
- * response for all of them at once.
+ * when it arrives, within a budget of signatures per second: over it, a nonce is ignored and the stored
+ * response served, and what has none gets tryLater. Storage is shared by every service process, so a
+ * revocation replaces the stored response for all of them at once. The responder certificates are signed
+ * through the issuance ledger, so they are in the history and the transparency log like any other.
  */
 export class OcspResponder {
   private responders = new Map<string, Responder>();
@@ -123,17 +149,39 @@ export class OcspResponder {
   private changeCheckedAt = Number.NEGATIVE_INFINITY;
   /** Bumped whenever a response in `recent` is replaced or dropped; see `generation()`. */
   private changes = 0;
+  private readonly onRequestBudget: SigningBudget;
+  private refusedSinceWarning = 0;
+  private warnedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly deps: {
       readonly repository: OcspRepository;
+      /** Where the responder certificates are recorded before and after they are signed. */
+      readonly ledger: IssuanceLedger;
       readonly keyStore: KeyStore;
       readonly issuers: () => readonly Issuer[];
       readonly clock: Clock;
       readonly logger: Logger;
       readonly settings: OcspSettings;
     },
-  ) {}
+  ) {
+    this.onRequestBudget = new SigningBudget({
+      perSecond: deps.settings.onRequestSignaturesPerSecond,
+      burst: deps.settings.onRequestSignatureBurst,
+    });
+  }
+
+  private reportBudgetSpent(): void {
+    this.refusedSinceWarning++;
+    const now = performance.now();
+    if (now - this.warnedAt < BUDGET_WARNING_INTERVAL_MS) return;
+    this.deps.logger.warn(
+      { refused: this.refusedSinceWarning, perSecond: this.deps.settings.onRequestSignaturesPerSecond, burst: this.deps.settings.onRequestSignatureBurst },
+      "OCSP on-request signing budget spent: serving pre-signed responses without nonce, tryLater for the rest",
+    );
+    this.warnedAt = now;
+    this.refusedSinceWarning = 0;
+  }
 
   /**
    * Loads or creates the responder certificates, then keeps them fresh. With `refreshStoredResponses` it
@@ -167,18 +215,14 @@ export class OcspResponder {
       return { der: UNAUTHORIZED, cacheable: false };
     }
     const now = this.deps.clock.now();
-    if (request.requests.length === 1 && request.nonce === undefined) {
-      const stored = this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm);
-      if (stored && stored.nextUpdate.getTime() > now.getTime()) {
-        return {
-          der: stored.der,
-          cacheable: true,
-          stored: true,
-          thisUpdate: stored.thisUpdate,
-          nextUpdate: stored.nextUpdate,
-          etag: etagOf(stored.der),
-        };
-      }
+    const stored =
+      request.requests.length === 1 ? this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm) : undefined;
+    const fresh = stored && stored.nextUpdate.getTime() > now.getTime() ? stored : undefined;
+    if (fresh && request.nonce === undefined) return storedAnswer(fresh);
+    if (!this.onRequestBudget.tryTake()) {
+      this.reportBudgetSpent();
+      // RFC 8954 lets a responder leave the nonce out; what has no pre-signed answer waits for the budget.
+      return fresh ? storedAnswer(fresh) : { der: TRY_LATER, cacheable: false };
     }
     try {
       const statuses = request.requests.map((certId) =>
@@ -421,6 +465,30 @@ export class OcspResponder {
         notAfter: record.notAfter,
       });
       this.deps.logger.info({ authorityId: issuer.id, keyLabel: record.keyLabel, notAfter: record.notAfter }, "OCSP responder certificate loaded");
+      await this.recordIfMissing(issuer, record, fields, now);
+    }
+  }
+
+  /**
+   * Responder certificates signed before they went through the ledger are recorded there when loaded, so
+   * that the history and the transparency log hold every one in use. Processes starting together may race
+   * to do it; the loser's reservation fails on the serial and the winner's record stands.
+   */
+  private async recordIfMissing(issuer: Issuer, record: OcspSignerRecord, fields: CertificateFields, now: Date): Promise<void> {
+    const serial = fields.serialNumberHex;
+    if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+    try {
+      await this.signThroughLedger(
+        issuer,
+        fields.tbsDer,
+        { serial, notBefore: fields.notBefore, notAfter: fields.notAfter, keyLabel: record.keyLabel, now },
+        () => Promise.resolve(record.certificateDer),
+        { signedAt: record.createdAt.toISOString() },
+      );
+      this.deps.logger.info({ authorityId: issuer.id, serial }, "earlier OCSP responder certificate recorded in the ledger");
+    } catch (error) {
+      if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+      this.deps.logger.warn({ err: error, authorityId: issuer.id, serial }, "could not record an earlier OCSP responder certificate in the ledger");
     }
   }
 
@@ -441,13 +509,68 @@ export class OcspResponder {
     }
   }
 
+  /**
+   * Signs a responder certificate through the issuance ledger, like any certificate a key of ours signs:
+   * reserved with its TBS and an audit event first, then signed, then stored (and so in the history and the
+   * transparency log), or marked failed. `sign` is the issuer's signature, except when recording a
+   * certificate signed earlier (see `recordIfMissing`).
+   */
+  private async signThroughLedger(
+    issuer: Issuer,
+    tbsDer: Buffer,
+    certificate: { serial: string; notBefore: Date; notAfter: Date; keyLabel: string; now: Date },
+    sign: () => Promise<Buffer> = () => issuer.sign(tbsDer),
+    details: Record<string, unknown> = {},
+  ): Promise<Buffer> {
+    const { serial, now } = certificate;
+    const event = {
+      actor: RESPONDER_REQUESTER,
+      subject: serial,
+      details: { profile: "ocsp-responder", issuerId: issuer.id, keyLabel: certificate.keyLabel, ...details },
+    };
+    const [reservation] = await this.deps.ledger.prepare(
+      [
+        {
+          serial,
+          authorityId: issuer.id,
+          spiffeId: "",
+          dnsNames: [],
+          notBefore: certificate.notBefore,
+          notAfter: certificate.notAfter,
+          keyType: "P-256",
+          requester: RESPONDER_REQUESTER,
+          tbsDer,
+          profile: "ocsp-responder",
+          audit: { type: "issuance.prepared", outcome: "success", ...event },
+        },
+      ],
+      now,
+    );
+    if (!reservation?.ok) throw new InternalError(`the OCSP responder certificate ${serial} could not be reserved`);
+    let der: Buffer;
+    try {
+      der = await sign();
+    } catch (error) {
+      const code = error instanceof AnchorageError ? error.code : "INTERNAL";
+      await this.deps.ledger.abandon([{ serial, audit: { type: "issuance.failed", outcome: "failure", code, ...event } }], now);
+      throw error;
+    }
+    await this.deps.ledger.complete(
+      [{ serial, der, fingerprintSha256: createHash("sha256").update(der).digest("hex"), audit: { type: "issuance.signed", outcome: "success", ...event } }],
+      now,
+    );
+    return der;
+  }
+
   private async createResponder(issuer: Issuer, now: Date) {
     const stamp = now.toISOString().slice(0, 10).replaceAll("-", "");
     const keyLabel = `anchorage-ocsp-${issuer.id.slice(0, 8)}-${stamp}-${randomBytes(2).toString("hex")}`;
     const signer = await this.deps.keyStore.generateKey(keyLabel, { type: "ec", curve: "P-256" });
     const issuerFields = certificateFields(issuer.authority.certificateDer);
-    const notBefore = new Date(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
-    const notAfter = new Date(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
+    // Whole seconds, as X.509 encodes them, so the ledger's record says exactly what the certificate says.
+    const wholeSeconds = (milliseconds: number): Date => new Date(Math.floor(milliseconds / 1000) * 1000);
+    const notBefore = wholeSeconds(Math.max(now.getTime() - 300_000, issuer.notBefore.getTime()));
+    const notAfter = wholeSeconds(Math.min(now.getTime() + this.deps.settings.signerValiditySeconds * 1000, issuer.notAfter.getTime()));
     const serialNumber = generateSerial();
     const tbs = buildOcspSignerTbs({
       subjectNameDer: buildName({ commonName: `Anchorage OCSP Responder ${issuer.id.slice(0, 8)}`, organization: "Anchorage" }),
@@ -459,7 +582,7 @@ export class OcspResponder {
       issuerNameDer: issuerFields.subjectNameDer,
       issuerSubjectKeyIdentifier: issuerFields.subjectKeyIdentifier,
     });
-    const certificateDer = await issuer.sign(tbs);
+    const certificateDer = await this.signThroughLedger(issuer, tbs, { serial: serialNumber.toString("hex"), notBefore, notAfter, keyLabel, now });
     // One self-test signature, checked against the new certificate before anything relies on it.
     const probe = randomBytes(32);
     const probeSignature = await signer.sign(probe);

@@ -93,7 +93,7 @@ export class SqliteAuthorityRepository implements AuthorityRepository {
 
   lastLeafExpiry(id: string): Date | undefined {
     const notAfter = this.db
-      .prepare("SELECT max(not_after) FROM certificates WHERE authority_id = ? AND state <> 'failed'")
+      .prepare("SELECT max(not_after) FROM certificates WHERE authority_id = ? AND state <> 'failed' AND profile = 'workload'")
       .pluck()
       .get(id) as number | null;
     return notAfter === null ? undefined : new Date(notAfter);

@@ -124,6 +124,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
          SELECT json_each.value, certificates.issued_seq FROM certificates, json_each(certificates.dns_names)
          WHERE certificates.serial = ?`,
       ),
+      setProfile: db.prepare("UPDATE certificates SET profile = ? WHERE serial = ?"),
       fail: db.prepare("UPDATE certificates SET state = 'failed' WHERE serial = ? AND state = 'prepared'"),
       get: db.prepare("SELECT * FROM certificates WHERE serial = ? AND state = 'issued'"),
       freePages: db.prepare("SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()").pluck(),
@@ -180,6 +181,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           item.predecessorSerial ?? null,
           item.origin ? JSON.stringify(item.origin) : null,
         );
+        if (item.profile !== undefined && item.profile !== "workload") this.statements.setProfile.run(item.profile, item.serial);
         this.audit.append(item.audit, now);
         return { ok: true };
       });

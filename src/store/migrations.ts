@@ -346,4 +346,12 @@ export const MIGRATIONS: readonly { version: number; sql: string }[] = [
       ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
     `,
   },
+  {
+    version: 13,
+    sql: `
+      -- What a certificate is for: workload certificates, or the delegated OCSP responder certificates the
+      -- intermediates sign (in the ledger too, but not leaves whose validity keeps an intermediate published).
+      ALTER TABLE certificates ADD COLUMN profile TEXT NOT NULL DEFAULT 'workload' CHECK (profile IN ('workload', 'ocsp-responder'));
+    `,
+  },
 ];

@@ -278,7 +278,7 @@ describe.skipIf(missing !== undefined)(`intermediate rotation under load${missin
   });
 
   it("retires the old intermediate only after its last certificate expired and consumers caught up, unless forced", async () => {
-    const lastExpiry = Number(service.sqlValue("SELECT max(not_after) FROM certificates WHERE authority_id = ? AND state = 'issued'", oldId));
+    const lastExpiry = Number(service.sqlValue("SELECT max(not_after) FROM certificates WHERE authority_id = ? AND state = 'issued' AND profile = 'workload'", oldId));
     expect(refusal(await admin(`mutation ($id: ID!) { retireAuthority(id: $id) { id } }`, { id: oldId })).message).toMatch(/valid until/);
     await waitFor(() => Date.now() > lastExpiry + 1000, "the old intermediate's last certificate to expire", 120_000);
 
