@@ -5,7 +5,7 @@ import type { Clock } from "../common/clock.js";
 import { ocspErrorResponse } from "../revocation/ocsp-codec.js";
 import type { OcspAnswer } from "../revocation/ocsp-responder.js";
 import { BodyTooLargeError, readBody } from "./body.js";
-import { createOcspFrontDoor } from "./ocsp-fast-path.js";
+import { createOcspFrontDoor, type FramedRequest } from "./ocsp-fast-path.js";
 import { MAX_OCSP_REQUEST_BYTES, ocspRequestDerOfPath } from "./ocsp-request.js";
 import type { Logger } from "../common/logger.js";
 import { certificateToPem } from "../common/pem.js";
@@ -39,6 +39,14 @@ export interface PublicListenerOptions {
   readonly logger: Logger;
 }
 
+/** What each side of the listener takes off its connections; the framing tests compare the two. */
+export interface ListenerObservers {
+  /** Each request the OCSP fast path answers itself. */
+  readonly fastPath?: (request: FramedRequest) => void;
+  /** Each request node:http hands to the site, before the site sees it. */
+  readonly nodeHttp?: (request: IncomingMessage) => void;
+}
+
 type OcspHeaders = (answer: OcspAnswer, ifNoneMatch: string | undefined) => { status: 200 | 304; headers: Record<string, string> };
 
 /**
@@ -46,21 +54,28 @@ type OcspHeaders = (answer: OcspAnswer, ifNoneMatch: string | undefined) => { st
  * and health probes. Nothing here needs or accepts credentials, and nothing here signs. Plain OCSP requests
  * take a faster path (see ocsp-fast-path.ts); everything else is node:http.
  */
-export function createPublicListener(options: PublicListenerOptions): ReturnType<typeof createOcspFrontDoor> {
-  const { server, headersFor } = publicSite(options);
+export function createPublicListener(options: PublicListenerOptions, observers: ListenerObservers = {}): ReturnType<typeof createOcspFrontDoor> {
+  const { server, headersFor } = publicSite(options, observers);
   const { ocsp, clock } = options;
-  return createOcspFrontDoor(server, { respond: (der) => ocsp.respond(der), generation: () => ocsp.generation(), headersFor, clock, maxRequestBytes: MAX_OCSP_REQUEST_BYTES });
+  return createOcspFrontDoor(server, {
+    respond: (der) => ocsp.respond(der),
+    generation: () => ocsp.generation(),
+    headersFor,
+    clock,
+    maxRequestBytes: MAX_OCSP_REQUEST_BYTES,
+    observe: observers.fastPath,
+  });
 }
 
 /**
  * The same listener on node:http alone, without the OCSP fast path: what the fast path must be
  * indistinguishable from (the framing tests compare the two).
  */
-export function createPublicHttpServer(options: PublicListenerOptions): HttpServer {
-  return publicSite(options).server;
+export function createPublicHttpServer(options: PublicListenerOptions, observers: ListenerObservers = {}): HttpServer {
+  return publicSite(options, observers).server;
 }
 
-function publicSite(options: PublicListenerOptions): { server: HttpServer; headersFor: OcspHeaders } {
+function publicSite(options: PublicListenerOptions, observers: ListenerObservers): { server: HttpServer; headersFor: OcspHeaders } {
   const { authorities, crls, readiness, ocsp, clock, logger } = options;
 
   const headersFor: OcspHeaders = (answer, ifNoneMatch) => {
@@ -181,5 +196,6 @@ function publicSite(options: PublicListenerOptions): { server: HttpServer; heade
       else response.destroy();
     });
   });
+  if (observers.nodeHttp) server.prependListener("request", observers.nodeHttp);
   return { server, headersFor };
 }

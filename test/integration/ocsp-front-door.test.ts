@@ -149,6 +149,13 @@ describe.skipIf(missing !== undefined)(`the OCSP fast path of the plain-HTTP lis
     expect(refused.responses[0]?.status).toBe(400);
   });
 
+  it("leaves heads that can never be plain to node:http at once, which refuses them without waiting for a blank line", async () => {
+    const bareLineFeeds = await exchange(`GET /ocsp/${encodeURIComponent(requestDer.toString("base64"))} HTTP/1.1\nHost: ca\n\n`, 1);
+    expect(bareLineFeeds.responses[0]?.status).toBe(400);
+    const garbage = await exchange("\x16\x03\x01\x00", 1);
+    expect(garbage.responses[0]?.status).toBe(400);
+  });
+
   it("closes after the response when asked to", async () => {
     const { responses, closed } = await exchange(get("Connection: close\r\n"), 2);
     expect(responses).toHaveLength(1);
