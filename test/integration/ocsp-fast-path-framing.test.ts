@@ -30,6 +30,9 @@ const STREAMS = 1_500;
 const CUT_EVERYWHERE_UP_TO = 100;
 const RANDOM_CUTS = 6;
 const REAL_SOCKET_STREAMS = 60;
+/** Streams of a few hundred plain requests: far more than the fast path buffers at once (64 KiB). */
+const LONG_STREAMS = 12;
+const LONG_STREAM_REQUESTS = 400;
 
 /** mulberry32: small, fast and deterministic. */
 function random(seed: number): () => number {
@@ -231,6 +234,20 @@ function generateStream(g: Generator): GeneratedStream {
   return { bytes, valid, requests: requests.length };
 }
 
+/** Hundreds of plain OCSP requests, the kind the fast path serves itself, then one more of any kind. */
+function generateLongStream(g: Generator): GeneratedStream {
+  const requests: Buffer[] = [];
+  while (requests.length < LONG_STREAM_REQUESTS) {
+    const der = g.bytes(1 + g.int(200));
+    const plain = g.chance(0.5)
+      ? Buffer.from(`GET /ocsp/${encodeURIComponent(der.toString("base64"))} HTTP/1.1\r\nHost: ca\r\n\r\n`)
+      : Buffer.concat([Buffer.from(`POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Type: application/ocsp-request\r\nContent-Length: ${der.length}\r\n\r\n`), der]);
+    requests.push(plain);
+  }
+  requests.push(generateRequest(g).bytes);
+  return { bytes: Buffer.concat(requests), valid: false, requests: requests.length };
+}
+
 /** Where a stream is cut into pieces for delivery: every single cut for short streams, random pieces for long. */
 function deliveries(g: Generator, bytes: Buffer): number[][] {
   const cuts: number[][] = [[]];
@@ -239,7 +256,7 @@ function deliveries(g: Generator, bytes: Buffer): number[][] {
   } else {
     for (let count = 0; count < RANDOM_CUTS; count++) cuts.push([1 + g.int(bytes.length - 1)]);
     const many = new Set<number>();
-    for (let count = 0; count < 8; count++) many.add(1 + g.int(bytes.length - 1));
+    for (let count = Math.max(8, Math.floor(bytes.length / 4096)); count > 0; count--) many.add(1 + g.int(bytes.length - 1));
     cuts.push([...many].sort((a, b) => a - b));
   }
   return cuts;
@@ -437,7 +454,11 @@ function difference(fast: Outcome, node: Outcome): string | undefined {
   return undefined;
 }
 
-const printable = (text: string): string => JSON.stringify(text).replace(/(.)\1{40,}/g, (run, char: string) => `${char}×${run.length}`);
+/** Text for a failure message: escaped, long runs folded, and at most a few thousand characters. */
+function printable(text: string): string {
+  const folded = JSON.stringify(text).replace(/(.)\1{40,}/g, (run, char: string) => `${char}×${run.length}`);
+  return folded.length > 4_000 ? `${folded.slice(0, 4_000)}… (${folded.length} characters)` : folded;
+}
 
 /** Deliveries in flight at once, each on its own pair of listeners: most of a delivery is waiting for turns of the event loop. */
 const CONCURRENCY = 16;
@@ -453,10 +474,10 @@ describe("the OCSP fast path frames every request stream exactly as node:http do
     logger: silentLogger,
   };
   const g = new Generator(random(SEED));
-  const streams = Array.from({ length: STREAMS }, () => generateStream(g));
+  const streams = [...Array.from({ length: STREAMS }, () => generateStream(g)), ...Array.from({ length: LONG_STREAMS }, () => generateLongStream(g))];
   const jobs = streams.flatMap((stream, index) => deliveries(g, stream.bytes).map((cuts) => ({ index, stream, cuts })));
 
-  it(`takes the same requests off ${STREAMS} generated streams, cut at every byte or at random, and answers them alike`, async () => {
+  it(`takes the same requests off ${STREAMS} generated streams and ${LONG_STREAMS} long ones, cut at every byte or at random, and answers them alike`, async () => {
     const failures: string[] = [];
     let servedByFastPath = 0;
     let handedOver = 0;
