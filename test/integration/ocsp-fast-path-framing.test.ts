@@ -9,7 +9,8 @@
  *
  * The bulk runs over in-process stream pairs, so that where the bytes are cut is exact and the comparison
  * waits on no clock; a share of the valid streams also goes over real loopback sockets, where node:http reads
- * the bytes the fast path hands it through its own socket machinery.
+ * the bytes the fast path hands it through its own socket machinery. Another test checks that a client that
+ * pipelines without reading the answers cannot make the fast path queue them without bound.
  */
 import { createHash } from "node:crypto";
 import type { IncomingMessage, Server as HttpServer } from "node:http";
@@ -500,6 +501,31 @@ describe("the OCSP fast path frames every request stream exactly as node:http do
     expect(servedByFastPath).toBeGreaterThan(5_000);
     expect(handedOver).toBeGreaterThan(5_000);
   }, 120_000);
+
+  it("stops taking requests while the client reads no answers, and takes them all once it does", async () => {
+    const side = makeSide(createPublicListener, options);
+    const [client, server] = duplexPair();
+    (server as Duplex & { setTimeout(): Duplex }).setTimeout = () => server;
+    const received: Buffer[] = [];
+    client.pause();
+    side.listener.emit("connection", server);
+    const requests = 3_000;
+    const get = (index: number) => `GET /ocsp/${Buffer.from(`request ${index}`).toString("base64")} HTTP/1.1\r\nHost: ca\r\n\r\n`;
+    client.write(Array.from({ length: requests }, (_, index) => get(index)).join(""));
+    for (let round = 0; round < 20; round++) await turn();
+    // Answers queue up to about one stream buffer, then reading stops: memory stays bounded whatever the client sends.
+    expect(side.fastPath).toBeGreaterThan(0);
+    expect(side.fastPath).toBeLessThan(requests / 4);
+    expect(server.writableLength).toBeLessThan(64 * 1024);
+    client.on("data", (chunk: Buffer) => received.push(chunk));
+    client.resume();
+    for (let round = 0; round < 10_000 && side.fastPath < requests; round++) await turn();
+    for (let round = 0; round < 20; round++) await turn();
+    const answers = parseAnswers(Buffer.concat(received));
+    expect(answers).toHaveLength(requests);
+    expect(answers.map((answer) => answer.body)).toEqual(Array.from({ length: requests }, (_, index) => `answer to request ${index}`));
+    client.destroy();
+  });
 
   describe("over real sockets", () => {
     const withFastPath = makeSide(createPublicListener, options);
