@@ -301,7 +301,17 @@ class FastConnection {
         return;
       }
       const body = request.method === "POST" ? this.buffer.subarray(request.headBytes, length) : undefined;
-      let der: Buffer | undefined;
+      const key = cacheKey(request, body);
+      const generation = this.options.generation();
+      const second = this.replies.currentSecond();
+      // A reply is only kept for a request that was answered, so a cached GET path is known to decode.
+      const cached = key === undefined ? undefined : this.replies.get(key, generation, second);
+      if (cached) {
+        this.take(request, length, body);
+        this.socket.write(cached);
+        continue;
+      }
+      let der: Buffer;
       if (body) der = Buffer.from(body);
       else {
         const fromPath = ocspRequestDerOfPath(request.target);
@@ -311,16 +321,7 @@ class FastConnection {
         }
         der = fromPath;
       }
-      this.buffer = this.buffer.subarray(length);
-      this.options.observe?.({ method: request.method, target: request.target, body: body ? der : Buffer.alloc(0) });
-      const key = cacheKey(request, body);
-      const generation = this.options.generation();
-      const second = this.replies.currentSecond();
-      const cached = key === undefined ? undefined : this.replies.get(key, generation, second);
-      if (cached) {
-        this.socket.write(cached);
-        continue;
-      }
+      this.take(request, length, body);
       this.busy = true;
       this.options.respond(der).then(
         (answer) => {
@@ -331,6 +332,12 @@ class FastConnection {
         () => this.socket.destroy(),
       );
     }
+  }
+
+  /** Consumes one request's bytes from the buffer. */
+  private take(request: FastRequest, length: number, body: Buffer | undefined): void {
+    this.buffer = this.buffer.subarray(length);
+    this.options.observe?.({ method: request.method, target: request.target, body: body ? Buffer.from(body) : Buffer.alloc(0) });
   }
 
   /** Writes the reply to one request and returns its bytes. */
