@@ -2,6 +2,7 @@ import type { Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Clock } from "../common/clock.js";
 import type { OcspAnswer } from "../revocation/ocsp-responder.js";
+import { ocspRequestDerOfPath } from "./ocsp-request.js";
 
 /** What the fast path needs from the listener: the responder and the RFC 5019 headers of an answer. */
 export interface OcspFastPathOptions {
@@ -11,6 +12,18 @@ export interface OcspFastPathOptions {
   readonly headersFor: (answer: OcspAnswer, ifNoneMatch: string | undefined) => { status: 200 | 304; headers: Record<string, string> };
   readonly clock: Clock;
   readonly maxRequestBytes: number;
+  /**
+   * Told of every request the fast path answers itself, as it framed it. The framing tests use it to check
+   * that the fast path splits any byte stream into the same requests as node:http.
+   */
+  readonly observe?: (request: FramedRequest) => void;
+}
+
+/** One request as the fast path read it off the connection. */
+export interface FramedRequest {
+  readonly method: "GET" | "POST";
+  readonly target: string;
+  readonly body: Buffer;
 }
 
 const HEAD_END = Buffer.from("\r\n\r\n");
@@ -22,7 +35,11 @@ const MAX_HEAD_BYTES = 8 * 1024;
  */
 const MAX_REMEMBERED = 10_000;
 const MAX_REMEMBERED_BYTES = 1024;
-/** Bytes a connection may buffer while a response is being prepared (pipelined requests). */
+/**
+ * Bytes a connection may buffer while a response is being prepared (pipelined requests). Reading pauses
+ * above it and resumes once the buffer is back under it, whatever is left there (usually part of the next
+ * request).
+ */
 const MAX_BUFFERED_BYTES = 64 * 1024;
 const IDLE_TIMEOUT_MS = 65_000;
 /** A reply is not kept when its response is this close to its nextUpdate (the cache lives up to a second). */
@@ -31,6 +48,8 @@ const REQUEST_LINE = /^(GET|POST) (\/ocsp(?:\/[A-Za-z0-9+/=%_-]*)?) HTTP\/1\.1$/
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Visible ASCII, spaces and tabs: no control characters, no obs-fold, nothing outside ASCII. */
 const HEADER_VALUE = /^[\x20-\x7e\t]*$/;
+const HEADER_NAME_SO_FAR = /^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/;
+const TARGET_SO_FAR = /^(?:\/[A-Za-z0-9+/=%_-]*)?$/;
 
 /** A request the fast path serves itself: strictly well-formed, nothing it would have to interpret. */
 interface FastRequest {
@@ -54,7 +73,7 @@ class HeadReader {
 
   read(buffer: Buffer): FastRequest | "hand-off" | undefined {
     const end = buffer.indexOf(HEAD_END);
-    if (end === -1) return buffer.length > MAX_HEAD_BYTES ? "hand-off" : undefined;
+    if (end === -1) return buffer.length > MAX_HEAD_BYTES || !couldBeginFastHead(buffer) ? "hand-off" : undefined;
     if (end > MAX_HEAD_BYTES) return "hand-off";
     const head = buffer.toString("latin1", 0, end);
     let request = this.known.get(head);
@@ -72,8 +91,9 @@ class HeadReader {
 /**
  * Parses one request head (the text before the blank line), or says to leave the connection to node:http.
  * Only the plain cases are accepted — GET or POST of /ocsp over HTTP/1.1, each header once at most, a
- * Content-Length on POST, no Transfer-Encoding, no Expect — so this parser and node's can never disagree
- * about where a request ends: anything else goes to node's parser before a byte of it is consumed.
+ * Content-Length on POST, a Host (node refuses HTTP/1.1 without one), no Transfer-Encoding, no Expect — so
+ * this parser and node's can never disagree about where a request ends: anything else goes to node's parser
+ * before a byte of it is consumed.
  */
 function parseHead(head: string, maxRequestBytes: number): FastRequest | "hand-off" {
   let lineEnd = head.indexOf("\r\n");
@@ -94,7 +114,7 @@ function parseHead(head: string, maxRequestBytes: number): FastRequest | "hand-o
     if (headers.has(lowerName)) return "hand-off";
     headers.set(lowerName, value.trim());
   }
-  if (headers.has("transfer-encoding") || headers.has("expect") || headers.has("upgrade")) return "hand-off";
+  if (!headers.has("host") || headers.has("transfer-encoding") || headers.has("expect") || headers.has("upgrade")) return "hand-off";
   const method = requestLine[1] as "GET" | "POST";
   const length = headers.get("content-length");
   let bodyBytes = 0;
@@ -117,17 +137,44 @@ function parseHead(head: string, maxRequestBytes: number): FastRequest | "hand-o
   };
 }
 
-/** The DER of a GET request's path (RFC 6960 Appendix A), or undefined when it is not plain base64. */
-function derOfPath(target: string): Buffer | undefined {
-  const encoded = target.replace(/^\/ocsp\/*/, "");
-  if (encoded.length === 0) return undefined;
-  let base64: string;
-  try {
-    base64 = decodeURIComponent(encoded);
-  } catch {
-    return undefined;
+/**
+ * Whether the start of a head (no blank line yet) could still become one that parseHead accepts. When it
+ * cannot, node:http must see it at once: node answers garbage, control characters and bare-LF line ends with
+ * a 400 as soon as they arrive, where waiting for a blank line that never comes would leave the client hanging.
+ */
+function couldBeginFastHead(buffer: Buffer): boolean {
+  let text = buffer.toString("latin1");
+  // A CR at the very end is the first half of a line end still on its way.
+  if (text.endsWith("\r")) text = text.slice(0, -1);
+  const lines = text.split("\r\n");
+  const requestLine = lines[0] as string;
+  const method = requestLine.startsWith("GET ") ? "GET /ocsp" : requestLine.startsWith("POST ") ? "POST /ocsp" : undefined;
+  if (method === undefined) {
+    if (lines.length > 1 || !("GET /ocsp".startsWith(requestLine) || "POST /ocsp".startsWith(requestLine))) return false;
+  } else if (requestLine.length <= method.length) {
+    if (lines.length > 1 ? !REQUEST_LINE.test(requestLine) : !method.startsWith(requestLine)) return false;
+  } else {
+    if (!requestLine.startsWith(method)) return false;
+    if (lines.length > 1) {
+      if (!REQUEST_LINE.test(requestLine)) return false;
+    } else {
+      const space = requestLine.indexOf(" ", method.length);
+      const target = requestLine.slice(method.length, space === -1 ? undefined : space);
+      if (!TARGET_SO_FAR.test(target)) return false;
+      if (space !== -1 && !"HTTP/1.1".startsWith(requestLine.slice(space + 1))) return false;
+    }
   }
-  return Buffer.from(base64, base64.includes("-") || base64.includes("_") ? "base64url" : "base64");
+  for (let index = 1; index < lines.length; index++) {
+    const line = lines[index] as string;
+    const colon = line.indexOf(":");
+    const last = index === lines.length - 1;
+    if (colon === -1) {
+      if (!last || !HEADER_NAME_SO_FAR.test(line)) return false;
+    } else if (!HEADER_NAME.test(line.slice(0, colon)) || !HEADER_VALUE.test(line.slice(colon + 1))) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /**
@@ -196,13 +243,18 @@ function cacheKey(request: FastRequest, body: Buffer | undefined): string | unde
 class FastConnection {
   private buffer: Buffer = Buffer.alloc(0);
   private busy = false;
+  /** The connection belongs to node:http now. */
   private handedOff = false;
+  /** A reply said `connection: close`: whatever the client sends after it is not read. */
+  private finished = false;
   private closing = false;
   private readonly onData = (chunk: Buffer): void => {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
     if (this.buffer.length > MAX_BUFFERED_BYTES) this.socket.pause();
     this.drain();
   };
+  /** Replies queued faster than the client reads them stop the reading of further requests until they are sent. */
+  private readonly onDrain = (): void => this.drain();
 
   constructor(
     private readonly socket: Socket,
@@ -214,6 +266,7 @@ class FastConnection {
   ) {
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     socket.on("data", this.onData);
+    socket.on("drain", this.onDrain);
     socket.on("error", () => socket.destroy());
     socket.once("close", forget);
   }
@@ -224,30 +277,51 @@ class FastConnection {
   }
 
   private drain(): void {
-    while (!this.busy && !this.handedOff && this.buffer.length > 0) {
+    this.serveBuffered();
+    if (this.handedOff || this.finished) return;
+    // Resuming however serveBuffered stopped: a partial request left in the buffer is the usual case.
+    if (this.buffer.length <= MAX_BUFFERED_BYTES && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Answers the requests already buffered, until one needs the responder, more bytes, or node:http. */
+  private serveBuffered(): void {
+    while (!this.busy && !this.handedOff && !this.finished && this.buffer.length > 0 && !this.socket.writableNeedDrain) {
       const request = this.heads.read(this.buffer);
       if (request === undefined) return;
       if (request === "hand-off") {
         this.handOff();
         return;
       }
-      if (this.buffer.length < request.headBytes + request.bodyBytes) return;
-      const body = request.method === "POST" ? this.buffer.subarray(request.headBytes, request.headBytes + request.bodyBytes) : undefined;
-      const key = cacheKey(request, body);
-      const generation = this.options.generation();
-      const second = this.replies.currentSecond();
-      const cached = key === undefined ? undefined : this.replies.get(key, generation, second);
-      if (cached) {
-        this.buffer = this.buffer.subarray(request.headBytes + request.bodyBytes);
-        this.socket.write(cached);
-        continue;
-      }
-      const der = body ? Buffer.from(body) : derOfPath(request.target);
-      if (!der) {
+      const length = request.headBytes + request.bodyBytes;
+      if (this.buffer.length < length) return;
+      // node:http refuses bytes pipelined after `Connection: close` with a 400 rather than ignoring them; it
+      // gets such a request whole, so the client sees the same either way.
+      if (request.close && this.buffer.length > length) {
         this.handOff();
         return;
       }
-      this.buffer = this.buffer.subarray(request.headBytes + request.bodyBytes);
+      const body = request.method === "POST" ? this.buffer.subarray(request.headBytes, length) : undefined;
+      const key = cacheKey(request, body);
+      const generation = this.options.generation();
+      const second = this.replies.currentSecond();
+      // A reply is only kept for a request that was answered, so a cached GET path is known to decode.
+      const cached = key === undefined ? undefined : this.replies.get(key, generation, second);
+      if (cached) {
+        this.take(request, length, body);
+        this.socket.write(cached);
+        continue;
+      }
+      let der: Buffer;
+      if (body) der = Buffer.from(body);
+      else {
+        const fromPath = ocspRequestDerOfPath(request.target);
+        if (typeof fromPath === "string") {
+          this.handOff();
+          return;
+        }
+        der = fromPath;
+      }
+      this.take(request, length, body);
       this.busy = true;
       this.options.respond(der).then(
         (answer) => {
@@ -258,7 +332,12 @@ class FastConnection {
         () => this.socket.destroy(),
       );
     }
-    if (!this.busy && this.buffer.length === 0 && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Consumes one request's bytes from the buffer. */
+  private take(request: FastRequest, length: number, body: Buffer | undefined): void {
+    this.buffer = this.buffer.subarray(length);
+    this.options.observe?.({ method: request.method, target: request.target, body: body ? Buffer.from(body) : Buffer.alloc(0) });
   }
 
   /** Writes the reply to one request and returns its bytes. */
@@ -277,6 +356,9 @@ class FastConnection {
   private drainAfterReply(request: FastRequest): void {
     this.busy = false;
     if (request.close || this.closing) {
+      this.finished = true;
+      this.buffer = Buffer.alloc(0);
+      this.socket.off("data", this.onData);
       this.socket.end();
       return;
     }
@@ -287,6 +369,7 @@ class FastConnection {
   private handOff(): void {
     this.handedOff = true;
     this.socket.off("data", this.onData);
+    this.socket.off("drain", this.onDrain);
     this.socket.setTimeout(0);
     this.socket.pause();
     if (this.buffer.length > 0) this.socket.unshift(this.buffer);

@@ -1,11 +1,12 @@
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AuthorityService } from "../ca/authority-service.js";
 import { spiffeBundleJson } from "../ca/spiffe-bundle.js";
 import type { Clock } from "../common/clock.js";
 import { ocspErrorResponse } from "../revocation/ocsp-codec.js";
 import type { OcspAnswer } from "../revocation/ocsp-responder.js";
 import { BodyTooLargeError, readBody } from "./body.js";
-import { createOcspFrontDoor } from "./ocsp-fast-path.js";
+import { createOcspFrontDoor, type FramedRequest } from "./ocsp-fast-path.js";
+import { MAX_OCSP_REQUEST_BYTES, ocspRequestDerOfPath } from "./ocsp-request.js";
 import type { Logger } from "../common/logger.js";
 import type { Readiness } from "./readiness.js";
 import { certificateToPem } from "../common/pem.js";
@@ -18,8 +19,6 @@ export interface OcspEndpoint {
   generation(): number;
 }
 
-/** Largest OCSP request body accepted; a request with the maximum number of CertIDs is far smaller. */
-const MAX_OCSP_REQUEST_BYTES = 16 * 1024;
 
 const AUTHORITY_FILE = /^\/(ca|crl)\/([0-9a-f]{2,128})\.(crt|crl)$/;
 
@@ -28,12 +27,7 @@ function send(response: ServerResponse, status: number, type: string, body: stri
   response.end(body);
 }
 
-/**
- * The plain-HTTP listener for public material: CA certificates (AIA caIssuers), CRLs, the trust bundle
- * and health probes. Nothing here needs or accepts credentials, and nothing here signs. Plain OCSP requests
- * take a faster path (see ocsp-fast-path.ts); everything else is node:http.
- */
-export function createPublicListener(options: {
+export interface PublicListenerOptions {
   readonly authorities: AuthorityService;
   readonly crls: CrlRepository;
   /** The latest background probe (see ReadinessMonitor): answering /readyz never probes. */
@@ -41,10 +35,48 @@ export function createPublicListener(options: {
   readonly ocsp: OcspEndpoint;
   readonly clock: Clock;
   readonly logger: Logger;
-}): ReturnType<typeof createOcspFrontDoor> {
+}
+
+/** What each side of the listener takes off its connections; the framing tests compare the two. */
+export interface ListenerObservers {
+  /** Each request the OCSP fast path answers itself. */
+  readonly fastPath?: (request: FramedRequest) => void;
+  /** Each request node:http hands to the site, before the site sees it. */
+  readonly nodeHttp?: (request: IncomingMessage) => void;
+}
+
+type OcspHeaders = (answer: OcspAnswer, ifNoneMatch: string | undefined) => { status: 200 | 304; headers: Record<string, string> };
+
+/**
+ * The plain-HTTP listener for public material: CA certificates (AIA caIssuers), CRLs, the trust bundle
+ * and health probes. Nothing here needs or accepts credentials, and nothing here signs. Plain OCSP requests
+ * take a faster path (see ocsp-fast-path.ts); everything else is node:http.
+ */
+export function createPublicListener(options: PublicListenerOptions, observers: ListenerObservers = {}): ReturnType<typeof createOcspFrontDoor> {
+  const { server, headersFor } = publicSite(options, observers);
+  const { ocsp, clock } = options;
+  return createOcspFrontDoor(server, {
+    respond: (der) => ocsp.respond(der),
+    generation: () => ocsp.generation(),
+    headersFor,
+    clock,
+    maxRequestBytes: MAX_OCSP_REQUEST_BYTES,
+    observe: observers.fastPath,
+  });
+}
+
+/**
+ * The same listener on node:http alone, without the OCSP fast path: what the fast path must be
+ * indistinguishable from (the framing tests compare the two).
+ */
+export function createPublicHttpServer(options: PublicListenerOptions, observers: ListenerObservers = {}): HttpServer {
+  return publicSite(options, observers).server;
+}
+
+function publicSite(options: PublicListenerOptions, observers: ListenerObservers): { server: HttpServer; headersFor: OcspHeaders } {
   const { authorities, crls, readiness, ocsp, clock, logger } = options;
 
-  const headersFor = (answer: OcspAnswer, ifNoneMatch: string | undefined): { status: 200 | 304; headers: Record<string, string> } => {
+  const headersFor: OcspHeaders = (answer, ifNoneMatch) => {
     const headers: Record<string, string> = { "content-type": "application/ocsp-response" };
     if (!answer.cacheable) return { status: 200, headers: { ...headers, "cache-control": "no-store" } };
     // RFC 5019 §6: caches may keep the response until nextUpdate; the ETag lets them revalidate cheaply.
@@ -120,10 +152,7 @@ export function createPublicListener(options: {
     send(response, 404, "text/plain", "not found\n");
   };
 
-  /**
-   * RFC 6960 Appendix A: POST with the DER body, or GET with the base64 DER in the path. Real clients
-   * percent-encode the base64 or not, turn "+" into a space, and add a double slash; all are accepted.
-   */
+  /** RFC 6960 Appendix A: POST with the DER body, or GET with the base64 DER in the path. */
   const handleOcsp = async (request: IncomingMessage, response: ServerResponse, rawPath: string): Promise<void> => {
     let der: Buffer;
     if (request.method === "POST") {
@@ -141,19 +170,16 @@ export function createPublicListener(options: {
         return;
       }
     } else if (request.method === "GET" || request.method === "HEAD") {
-      const encoded = rawPath.replace(/^\/+ocsp\/*/, "");
-      if (encoded.length === 0 || encoded.length > MAX_OCSP_REQUEST_BYTES * 2) {
+      const fromPath = ocspRequestDerOfPath(rawPath);
+      if (fromPath === "missing") {
         send(response, 400, "text/plain", "GET /ocsp/<base64 DER OCSP request>\n");
         return;
       }
-      let base64: string;
-      try {
-        base64 = decodeURIComponent(encoded).replaceAll(" ", "+");
-      } catch {
+      if (fromPath === "malformed") {
         sendOcsp(request, response, { der: ocspErrorResponse("malformedRequest"), cacheable: false });
         return;
       }
-      der = Buffer.from(base64, base64.includes("-") || base64.includes("_") ? "base64url" : "base64");
+      der = fromPath;
     } else {
       send(response, 405, "text/plain", "method not allowed\n", { allow: "GET, POST" });
       return;
@@ -161,12 +187,13 @@ export function createPublicListener(options: {
     sendOcsp(request, response, await ocsp.respond(der));
   };
 
-  const fallback = createServer((request, response) => {
+  const server = createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
       logger.error({ err: error }, "public request failed");
       if (!response.headersSent) send(response, 500, "text/plain", "internal error\n");
       else response.destroy();
     });
   });
-  return createOcspFrontDoor(fallback, { respond: (der) => ocsp.respond(der), generation: () => ocsp.generation(), headersFor, clock, maxRequestBytes: MAX_OCSP_REQUEST_BYTES });
+  if (observers.nodeHttp) server.prependListener("request", observers.nodeHttp);
+  return { server, headersFor };
 }

@@ -116,6 +116,14 @@ describe.skipIf(missing !== undefined)(`the OCSP fast path of the plain-HTTP lis
     expect(responses[2]?.body.toString("utf8")).toBe('{"status":"ok"}\n');
   });
 
+  it("answers a thousand pipelined requests on one connection, far past what it buffers at once", async () => {
+    // 1,000 GETs are about 190 KiB: the connection is paused while more than 64 KiB waits, and must resume.
+    const { responses } = await exchange(get().repeat(1_000), 1_000);
+    expect(responses).toHaveLength(1_000);
+    expect(responses.every((response) => response.status === 200 && response.body.equals(responses[0]?.body as Buffer))).toBe(true);
+    expect(responses[0]?.headers.get("content-type")).toBe("application/ocsp-response");
+  });
+
   it("gives the same answer by POST, and 304 for a matching If-None-Match", async () => {
     const byPost = await exchange(post(`Content-Type: application/ocsp-request\r\nContent-Length: ${requestDer.length}\r\n`, requestDer), 1);
     const byGet = await exchange(get(), 1);
@@ -139,6 +147,13 @@ describe.skipIf(missing !== undefined)(`the OCSP fast path of the plain-HTTP lis
     const smuggle = post(`Content-Type: application/ocsp-request\r\nContent-Length: ${requestDer.length}\r\nContent-Length: 3\r\n`, requestDer);
     const refused = await exchange(smuggle, 1);
     expect(refused.responses[0]?.status).toBe(400);
+  });
+
+  it("leaves heads that can never be plain to node:http at once, which refuses them without waiting for a blank line", async () => {
+    const bareLineFeeds = await exchange(`GET /ocsp/${encodeURIComponent(requestDer.toString("base64"))} HTTP/1.1\nHost: ca\n\n`, 1);
+    expect(bareLineFeeds.responses[0]?.status).toBe(400);
+    const garbage = await exchange("\x16\x03\x01\x00", 1);
+    expect(garbage.responses[0]?.status).toBe(400);
   });
 
   it("closes after the response when asked to", async () => {
