@@ -16,11 +16,14 @@ export function createErrorMasker(logger: Logger) {
     }
     // Parse, validation and argument coercion errors: the client's query is at fault, and saying how is safe.
     // graphql-js wraps a bad variable value's own GraphQLError in another one, hence the second test.
+    // yoga's own refusals (CSRF prevention, a mutation over GET) carry their HTTP status in `extensions.http`,
+    // which yoga turns into the response status and never sends: keep it, so that they answer 403 or 405.
     if (error instanceof GraphQLError && (!error.originalError || error.originalError instanceof GraphQLError)) {
+      const http = error.extensions?.http;
       return new GraphQLError(error.message, {
         nodes: error.nodes,
         path: error.path,
-        extensions: { code: "BAD_USER_INPUT" },
+        extensions: { code: "BAD_USER_INPUT", ...(http === undefined ? {} : { http }) },
       });
     }
     logger.error({ err: original }, "unexpected error while resolving a request");

@@ -155,8 +155,12 @@ describe.skipIf(missing !== undefined)(`abuse without credentials${missing ? ` (
         expect(body.data, answer.text).toBeUndefined();
         expect(body.errors?.[0]?.message, answer.text).toMatch(reason);
       };
-      for (const answer of [form, text, multipart]) refused(answer, /CSRF/);
+      for (const answer of [form, text, multipart]) {
+        refused(answer, /CSRF/);
+        expect(answer.status, answer.text).toBe(403);
+      }
       refused(get, /POST/);
+      expect(get.status, get.text).toBe(405);
       expect(tokensNow()).toBe(before);
       // The same mutation as JSON, the way every client of ours sends it, still runs.
       ok(await admin(mutation));
