@@ -118,7 +118,11 @@ interface CertificateEntry {
   notAfter: string;
   fingerprintSha256: string;
   certificate: string;
+  /** Absent for workload certificates. */
+  profile?: string;
 }
+
+const OCSP_SIGNING = "1.3.6.1.5.5.7.3.9";
 
 /** A certificate leaf's fields must be what its DER says: an edited column shows here even if the DER was kept. */
 function checkCertificateEntry(entry: CertificateEntry, where: string): void {
@@ -129,9 +133,17 @@ function checkCertificateEntry(entry: CertificateEntry, where: string): void {
   if (new Date(certificate.validFrom).getTime() !== new Date(entry.notBefore).getTime()) problems.push("notBefore");
   if (new Date(certificate.validTo).getTime() !== new Date(entry.notAfter).getTime()) problems.push("notAfter");
   const names = (certificate.subjectAltName ?? "").split(", ").filter(Boolean).sort();
-  const expected = [`URI:${entry.spiffeId}`, ...entry.dnsNames.map((name) => `DNS:${name}`)].sort();
-  const ipFree = names.filter((name) => !name.startsWith("IP Address:"));
-  if (ipFree.join("\n") !== expected.join("\n")) problems.push("subjectAltName");
+  if (entry.profile === "ocsp-responder") {
+    // A delegated OCSP responder names no workload: no SAN, and it may sign OCSP responses only.
+    if (names.length > 0 || entry.spiffeId !== "" || entry.dnsNames.length > 0) problems.push("subjectAltName");
+    if ((certificate.keyUsage ?? []).join(",") !== OCSP_SIGNING) problems.push("extendedKeyUsage");
+  } else if (entry.profile !== undefined) {
+    problems.push(`profile ${JSON.stringify(entry.profile)}`);
+  } else {
+    const expected = [`URI:${entry.spiffeId}`, ...entry.dnsNames.map((name) => `DNS:${name}`)].sort();
+    const ipFree = names.filter((name) => !name.startsWith("IP Address:"));
+    if (ipFree.join("\n") !== expected.join("\n")) problems.push("subjectAltName");
+  }
   if (problems.length > 0) fail(`${where}: the entry disagrees with its certificate (${problems.join(", ")})`);
 }
 

@@ -23,6 +23,10 @@ export type LogEntry =
       readonly fingerprintSha256: string;
       /** base64 DER. */
       readonly certificate: string;
+      /** Only for certificates that are not workload certificates, so that older leaves keep their bytes. */
+      readonly profile?: string;
+      /** Only for certificates whose origin credential was recorded (see CertificateOrigin). */
+      readonly origin?: unknown;
     }
   | {
       readonly kind: "audit";
@@ -53,6 +57,10 @@ export function certificateLogEntry(record: CertificateRecord, issuedSeq: number
     issuedAt: record.issuedAt.toISOString(),
     fingerprintSha256: record.fingerprintSha256,
     certificate: record.der.toString("base64"),
+    // Columns added after the first leaves were signed join the entry only where set: a leaf is rebuilt from
+    // its row whenever it is served, and must hash as it did when it was sequenced.
+    ...(record.profile !== undefined && record.profile !== "workload" ? { profile: record.profile } : {}),
+    ...(record.origin ? { origin: record.origin } : {}),
   };
   return Buffer.from(JSON.stringify(entry), "utf8");
 }

@@ -48,7 +48,12 @@ export interface CertificateRecord {
   readonly revocationReason: string | null;
   /** The credential the lineage started with; null for certificates issued before origins were recorded. */
   readonly origin?: CertificateOrigin | null;
+  /** What the certificate is for; `workload` when absent. */
+  readonly profile?: CertificateProfile;
 }
+
+/** Workload certificates (X.509-SVIDs), or the delegated OCSP responder certificates an intermediate signs. */
+export type CertificateProfile = "workload" | "ocsp-responder";
 
 /**
  * The credential a lineage of certificates started with, and the longest lifetime it allowed. Renewals inherit

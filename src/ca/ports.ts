@@ -1,5 +1,5 @@
 import type { AuditEvent } from "../audit/audit-log.js";
-import type { AuthorityRecord, AuthorityStatus, CertificateFilter, CertificateOrigin, CertificateRecord, Page } from "./model.js";
+import type { AuthorityRecord, AuthorityStatus, CertificateFilter, CertificateOrigin, CertificateProfile, CertificateRecord, Page } from "./model.js";
 
 /** Port for the CA records. Implemented in `src/store`. */
 export interface AuthorityRepository {
@@ -45,9 +45,6 @@ export interface TrustBundleConsumerRepository {
   list(): TrustBundleConsumer[];
   count(): number;
 }
-
-/** What a certificate is for; workload unless said otherwise. */
-export type CertificateProfile = "workload" | "ocsp-responder";
 
 /** What is written, atomically, before a certificate is signed. */
 export interface PreparedIssuance {

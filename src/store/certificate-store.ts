@@ -1,4 +1,4 @@
-import type { CertificateFilter, CertificateOrigin, CertificateRecord, Page } from "../ca/model.js";
+import type { CertificateFilter, CertificateOrigin, CertificateProfile, CertificateRecord, Page } from "../ca/model.js";
 import type {
   AbandonedIssuance,
   CertificateQuery,
@@ -28,6 +28,7 @@ export interface CertificateRow {
   revoked_at: number | null;
   revocation_reason: string | null;
   origin: string | null;
+  profile: CertificateProfile;
 }
 
 export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
@@ -45,6 +46,7 @@ export const certificateFromRow = (row: CertificateRow): CertificateRecord => ({
   revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
   revocationReason: row.revocation_reason,
   origin: row.origin === null ? null : (JSON.parse(row.origin) as CertificateOrigin),
+  profile: row.profile,
 });
 
 const CURSOR_TAG = "c";
