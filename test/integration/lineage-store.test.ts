@@ -4,44 +4,27 @@
  * along a lineage, and token refunds that must not bring a voided or expired token back.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/audit/audit-log.js";
 import type { PreparedIssuance } from "../../src/ca/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
-import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
-import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
+import type { SqliteDatabase } from "../../src/store/database.js";
 import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
 import { SqliteRevocationRepository } from "../../src/store/revocation-repository.js";
+import { RESERVATION_AUDIT as audit, insertToken, openScratchStore, preparedIssuance, type ScratchStore } from "../support/scratch-store.js";
 
 const NOW = new Date(Date.UTC(2026, 10, 22, 12));
-const audit: AuditEvent = { type: "issuance.prepared", actor: "token:t", outcome: "success" };
 const revokedEvent = (serial: string): AuditEvent => ({ type: "certificate.revoked", actor: "apikey:admin", outcome: "success", subject: serial });
 
-let dir: string;
+let scratch: ScratchStore;
 let db: SqliteDatabase;
 let store: SqliteCertificateStore;
 let tokens: SqliteEnrollmentTokenRepository;
 let revocations: SqliteRevocationRepository;
 
-function prepared(overrides: Partial<PreparedIssuance> = {}): PreparedIssuance {
-  return {
-    serial: randomBytes(16).toString("hex"),
-    authorityId: "ca",
-    spiffeId: "spiffe://anchorage.test/web",
-    dnsNames: [],
-    notBefore: NOW,
-    notAfter: new Date(NOW.getTime() + 3_600_000),
-    keyType: "P-256",
-    requester: "token:t",
-    tbsDer: randomBytes(100),
-    audit,
-    ...overrides,
-  };
-}
+const prepared = (overrides: Partial<PreparedIssuance> = {}): PreparedIssuance => preparedIssuance(NOW, overrides);
+const addToken = (uses: number, expiresAt?: Date): { id: string; hash: Buffer } => insertToken(tokens, NOW, uses, expiresAt);
 
 /** Reserves and completes a certificate, renewing `predecessorSerial` when given. */
 async function issue(predecessorSerial?: string): Promise<string> {
@@ -51,50 +34,18 @@ async function issue(predecessorSerial?: string): Promise<string> {
   return item.serial;
 }
 
-function addToken(uses: number, expiresAt = new Date(NOW.getTime() + 60_000)): { id: string; hash: Buffer } {
-  const hash = randomBytes(32);
-  const id = `tok_${hash.toString("hex", 0, 6)}`;
-  tokens.insert({
-    id,
-    tokenHash: hash,
-    spiffeId: "spiffe://anchorage.test/web",
-    dnsNames: [],
-    maxTtlSeconds: 3600,
-    expiresAt,
-    usesLeft: uses,
-    createdBy: "apikey:admin",
-    createdAt: NOW,
-  });
-  return { id, hash };
-}
-
 const value = (sql: string, ...args: unknown[]): unknown => db.prepare(sql).pluck().get(...args);
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "anchorage-lineage-"));
-  db = openDatabase(join(dir, "anchorage.db"));
-  new SqliteAuthorityRepository(db).insert({
-    id: "ca",
-    kind: "intermediate",
-    status: "active",
-    subject: "CN=test",
-    certificateDer: Buffer.from([0x30, 0x00]),
-    keyLabel: "k",
-    parentId: null,
-    notBefore: NOW,
-    notAfter: new Date(NOW.getTime() + 86_400_000),
-    createdAt: NOW,
-  });
+  scratch = openScratchStore("anchorage-lineage-", NOW);
+  db = scratch.db;
   const auditEvents = new SqliteAuditEventRepository(db);
   store = new SqliteCertificateStore(db, auditEvents);
   tokens = new SqliteEnrollmentTokenRepository(db);
   revocations = new SqliteRevocationRepository(db, auditEvents);
 });
 
-afterAll(() => {
-  db.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => scratch.close());
 
 describe("renewal reservations", () => {
   it("refuses a renewal whose predecessor was revoked between authentication and reservation, writing nothing", async () => {

@@ -1,12 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AuditEvent } from "../../src/audit/audit-log.js";
 import type { PreparedIssuance } from "../../src/ca/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
-import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { GroupCommitter } from "../../src/store/group-commit.js";
@@ -14,72 +10,32 @@ import { MIGRATIONS } from "../../src/store/migrations.js";
 import { SqliteOcspRepository } from "../../src/store/ocsp-repository.js";
 import { SqliteRevocationRepository } from "../../src/store/revocation-repository.js";
 import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
+import { RESERVATION_AUDIT as audit, insertToken, openScratchStore, preparedIssuance, type ScratchStore } from "../support/scratch-store.js";
 
 const NOW = new Date(Date.UTC(2026, 10, 22, 12));
-const audit: AuditEvent = { type: "issuance.prepared", actor: "token:t", outcome: "success" };
 
+let scratch: ScratchStore;
 let dir: string;
 let db: SqliteDatabase;
 let store: SqliteCertificateStore;
 let tokens: SqliteEnrollmentTokenRepository;
 
-function prepared(overrides: Partial<PreparedIssuance> = {}): PreparedIssuance {
-  return {
-    serial: randomBytes(16).toString("hex"),
-    authorityId: "ca",
-    spiffeId: "spiffe://anchorage.test/web",
-    dnsNames: ["web.svc"],
-    notBefore: NOW,
-    notAfter: new Date(NOW.getTime() + 3_600_000),
-    keyType: "P-256",
-    requester: "token:t",
-    tbsDer: randomBytes(300),
-    audit,
-    ...overrides,
-  };
-}
-
-function addToken(uses: number, expiresAt = new Date(NOW.getTime() + 60_000)): Buffer {
-  const tokenHash = randomBytes(32);
-  tokens.insert({
-    id: `tok_${tokenHash.toString("hex", 0, 4)}`,
-    tokenHash,
-    spiffeId: "spiffe://anchorage.test/web",
-    dnsNames: [],
-    maxTtlSeconds: 3600,
-    expiresAt,
-    usesLeft: uses,
-    createdBy: "apikey:admin",
-    createdAt: NOW,
-  });
-  return tokenHash;
-}
+// A larger TBS and a DNS name than the scratch default, so that stored rows carry both.
+const prepared = (overrides: Partial<PreparedIssuance> = {}): PreparedIssuance =>
+  preparedIssuance(NOW, { dnsNames: ["web.svc"], tbsDer: randomBytes(300), ...overrides });
+const addToken = (uses: number, expiresAt?: Date): Buffer => insertToken(tokens, NOW, uses, expiresAt).hash;
 
 const count = (sql: string, ...args: unknown[]): number => Number(db.prepare(sql).pluck().get(...args));
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "anchorage-store-"));
-  db = openDatabase(join(dir, "anchorage.db"));
-  new SqliteAuthorityRepository(db).insert({
-    id: "ca",
-    kind: "intermediate",
-    status: "active",
-    subject: "CN=test",
-    certificateDer: Buffer.from([0x30, 0x00]),
-    keyLabel: "k",
-    parentId: null,
-    notBefore: NOW,
-    notAfter: new Date(NOW.getTime() + 86_400_000),
-    createdAt: NOW,
-  });
+  scratch = openScratchStore("anchorage-store-", NOW);
+  dir = scratch.dir;
+  db = scratch.db;
   store = new SqliteCertificateStore(db, new SqliteAuditEventRepository(db));
   tokens = new SqliteEnrollmentTokenRepository(db);
 });
 
-afterAll(() => {
-  db.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => scratch.close());
 
 describe("SqliteCertificateStore on a real SQLite file", () => {
   it("opens in WAL mode with full durability and the schema migrated", () => {
