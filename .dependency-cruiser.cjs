@@ -1,5 +1,5 @@
 /**
- * The dependency direction of DESIGN.md, checked on every test run:
+ * The dependency direction of the layers (README, "Layout"), checked on every test run:
  * http → graphql → domain (ca, policy, revocation, audit) → common; store and signer/pkcs11 implement
  * the domain's ports; only src/main.ts (and the CLI entry points) wire concrete implementations together.
  */

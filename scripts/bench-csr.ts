@@ -5,7 +5,7 @@
  *
  * Makes one P-256 CSR (SPIFFE ID + two DNS names) with node:crypto, then runs `parseCsr` on it in a loop for
  * ~3 s (after a short warm-up, so the JIT has settled) and prints CSRs per second. Measured here rather than
- * asserted in a test, because timings in tests only make them flaky (DESIGN.md, "Non-negotiables").
+ * asserted in a test, because timings in tests only make them flaky.
  * `--breakdown` also times, on their own, the signature check and the library steps the parser avoids (the
  * schema parse, the re-serialisation DER check and the DER key import), to show what hand-walking saves.
  */

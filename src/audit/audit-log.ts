@@ -35,7 +35,7 @@ export interface AuditEvent {
   readonly actor: string;
   readonly outcome: "success" | "failure";
   readonly subject?: string;
-  /** The error code of a refusal (DESIGN.md error codes). */
+  /** The error code of a refusal (one of ERROR_CODES). */
   readonly code?: string;
   readonly remoteAddress?: string;
   readonly details?: Readonly<Record<string, unknown>>;

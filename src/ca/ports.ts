@@ -103,7 +103,7 @@ export type ReservationResult =
   | { readonly ok: false; readonly reason: "JWT_REPLAYED" };
 
 /**
- * The durable side of the issuance cycle (DESIGN.md: record intent → sign → store). Every method is one
+ * The durable side of the issuance cycle (record intent → sign → store). Every method is one
  * transaction per call, and a call with several items commits them together, so a batch costs one commit.
  */
 export interface IssuanceLedger {

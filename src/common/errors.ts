@@ -1,5 +1,5 @@
 /**
- * The fixed set of error codes clients can rely on (DESIGN.md, "Errors"). Every refusal the service makes
+ * The fixed set of error codes clients can rely on. Every refusal the service makes
  * carries exactly one of these; the GraphQL layer copies it into `extensions.code` and nothing else.
  */
 export const ERROR_CODES = [
