@@ -15,7 +15,7 @@ import { parseCsrOffThread, type ParsedCsr } from "./csr.js";
 import type { Issuer } from "./issuer.js";
 import { generateSerial } from "./serial.js";
 import { lintWorkloadCertificate, type WorkloadCertificateFields } from "./lint.js";
-import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant, IssuanceLedger, PreparedIssuance } from "./ports.js";
+import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant, IssuanceLedger, PreparedIssuance, ReservationResult } from "./ports.js";
 
 export interface IssueRequest extends IssuanceCredentials {
   readonly csr: string;
@@ -156,16 +156,7 @@ export class IssuanceService {
     const reserved = planned.filter(({ index, plan }, position) => {
       const reservation = reservations[position];
       if (reservation?.ok) return true;
-      const refusal =
-        reservation?.reason === "SUPERSEDED"
-          ? new PolicyViolationError(
-              `certificate ${plan.grant.renewal?.predecessorSerial} was already renewed (by ${reservation.successorSerial}); only the newest certificate of a lineage may renew`,
-            )
-          : reservation?.reason === "PREDECESSOR_REVOKED"
-            ? new ForbiddenError(`certificate ${plan.grant.renewal?.predecessorSerial} was revoked while its renewal was being prepared`)
-            : reservation?.reason === "JWT_REPLAYED"
-              ? new UnauthenticatedError("the JWT was already used to obtain a certificate; present a fresh one")
-              : new UnauthenticatedError("the enrollment token is unknown, expired or used up");
+      const refusal = reservationRefusal(reservation, plan.grant.renewal?.predecessorSerial);
       outcomes[index] = this.refuse(refusal, requests[index] as IssueRequest, context, plan.grant);
       return false;
     });
@@ -382,6 +373,27 @@ export class IssuanceService {
     if (grant) this.deps.audit.record(event);
     else this.deps.audit.recordUnauthenticated(event);
     return refusal;
+  }
+}
+
+/** Why the ledger would not reserve an item, as the refusal the caller gets. */
+function reservationRefusal(reservation: ReservationResult | undefined, predecessorSerial: string | undefined): AnchorageError {
+  if (!reservation || reservation.ok) return new InternalError("the ledger gave no reservation for a request");
+  switch (reservation.reason) {
+    case "SUPERSEDED":
+      return new PolicyViolationError(
+        `certificate ${predecessorSerial} was already renewed (by ${reservation.successorSerial}); only the newest certificate of a lineage may renew`,
+      );
+    case "PREDECESSOR_REVOKED":
+      return new ForbiddenError(`certificate ${predecessorSerial} was revoked while its renewal was being prepared`);
+    case "ORIGIN_WITHDRAWN":
+      return new ForbiddenError(
+        `certificate ${predecessorSerial} can no longer renew: the credential its lineage started with was revoked or deleted while the renewal was being prepared`,
+      );
+    case "JWT_REPLAYED":
+      return new UnauthenticatedError("the JWT was already used to obtain a certificate; present a fresh one");
+    case "TOKEN_EXHAUSTED":
+      return new UnauthenticatedError("the enrollment token is unknown, expired or used up");
   }
 }
 

@@ -100,6 +100,8 @@ export type ReservationResult =
   | { readonly ok: false; readonly reason: "TOKEN_EXHAUSTED" }
   | { readonly ok: false; readonly reason: "SUPERSEDED"; readonly successorSerial: string }
   | { readonly ok: false; readonly reason: "PREDECESSOR_REVOKED" }
+  /** A renewal whose origin token was revoked, or whose origin registration was deleted or re-pointed, since authentication. */
+  | { readonly ok: false; readonly reason: "ORIGIN_WITHDRAWN" }
   | { readonly ok: false; readonly reason: "JWT_REPLAYED" };
 
 /**

@@ -115,6 +115,8 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       ),
       successor: db.prepare("SELECT serial FROM certificates WHERE predecessor_serial = ? AND state <> 'failed'").pluck(),
       revokedAt: db.prepare("SELECT revoked_at FROM certificates WHERE serial = ?").pluck(),
+      tokenRevokedAt: db.prepare("SELECT revoked_at FROM enrollment_tokens WHERE id = ?").pluck(),
+      registrationSpiffeId: db.prepare("SELECT spiffe_id FROM registrations WHERE id = ?").pluck(),
       complete: db.prepare(
         `UPDATE certificates SET state = 'issued', der = ?, fingerprint_sha256 = ?,
            issued_at = max(?, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (${LAST_ISSUED_SEQ})), 0)),
@@ -150,6 +152,22 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
     });
   }
 
+  /**
+   * The part of an origin's standing that lives in this database, read inside the reservation: a token revoked
+   * or a registration deleted or re-pointed after authentication stops the renewal here. (A JWT issuer removed
+   * from the configuration is the authorizer's to see.)
+   */
+  private originStands(origin: CertificateOrigin, spiffeId: string): boolean {
+    if (origin.kind === "token") {
+      const revokedAt = this.statements.tokenRevokedAt.get(origin.tokenId) as number | null | undefined;
+      if (revokedAt !== null) return false;
+    }
+    if (origin.kind !== "system" && origin.registrationId !== null) {
+      if (this.statements.registrationSpiffeId.get(origin.registrationId) !== spiffeId) return false;
+    }
+    return true;
+  }
+
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {
     return this.committer.submit(() => {
       if (items.some((item) => item.consumeJwt)) this.statements.forgetExpiredJwts.run(now.getTime());
@@ -158,6 +176,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           // Authentication saw the predecessor unrevoked, but a revocation may have landed since; this
           // transaction is what decides, and the KEY_COMPROMISE cascade revokes any successor reserved before it.
           if (this.statements.revokedAt.get(item.predecessorSerial) != null) return { ok: false, reason: "PREDECESSOR_REVOKED" };
+          if (item.origin && !this.originStands(item.origin, item.spiffeId)) return { ok: false, reason: "ORIGIN_WITHDRAWN" };
           const successor = this.statements.successor.get(item.predecessorSerial) as string | undefined;
           if (successor !== undefined) return { ok: false, reason: "SUPERSEDED", successorSerial: successor };
         }

@@ -10,7 +10,7 @@ import type { PreparedIssuance } from "../../src/ca/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import type { SqliteDatabase } from "../../src/store/database.js";
-import { SqliteEnrollmentTokenRepository } from "../../src/store/policy-repositories.js";
+import { SqliteEnrollmentTokenRepository, SqliteRegistrationRepository } from "../../src/store/policy-repositories.js";
 import { SqliteRevocationRepository } from "../../src/store/revocation-repository.js";
 import { RESERVATION_AUDIT as audit, insertToken, openScratchStore, preparedIssuance, type ScratchStore } from "../support/scratch-store.js";
 
@@ -56,6 +56,51 @@ describe("renewal reservations", () => {
     const renewal = prepared({ predecessorSerial: predecessor });
     expect(await store.prepare([renewal], NOW)).toEqual([{ ok: false, reason: "PREDECESSOR_REVOKED" }]);
     expect(value("SELECT count(*) FROM certificates WHERE serial = ?", renewal.serial)).toBe(0);
+  });
+
+  it("refuses a renewal whose origin token was revoked between authentication and reservation, writing nothing", async () => {
+    const token = addToken(1);
+    const origin = { kind: "token" as const, tokenId: token.id, registrationId: null, maxTtlSeconds: 3600 };
+    const first = prepared({ origin, consumeTokenHash: token.hash });
+    expect(await store.prepare([first], NOW)).toEqual([{ ok: true }]);
+    // Authentication found the token standing; an admin revokes it before the renewal's reservation.
+    tokens.revoke(token.id, NOW);
+    const renewal = prepared({ origin, predecessorSerial: first.serial });
+    expect(await store.prepare([renewal], NOW)).toEqual([{ ok: false, reason: "ORIGIN_WITHDRAWN" }]);
+    expect(value("SELECT count(*) FROM certificates WHERE serial = ?", renewal.serial)).toBe(0);
+  });
+
+  it("refuses a renewal whose origin registration was deleted or re-pointed between authentication and reservation", async () => {
+    const registration = (id: string, spiffeId: string) => ({
+      id,
+      spiffeId,
+      dnsNames: [],
+      maxTtlSeconds: 3600,
+      jwtIssuer: null,
+      jwtSubject: null,
+      createdBy: "apikey:admin",
+      createdAt: NOW,
+      updatedAt: NOW,
+    });
+    const registrations = new SqliteRegistrationRepository(db);
+    registrations.insert(registration("reg_deleted", "spiffe://anchorage.test/web"));
+    registrations.insert(registration("reg_moved", "spiffe://anchorage.test/web"));
+    const origins = ["reg_deleted", "reg_moved"].map((registrationId) => ({
+      kind: "jwt" as const,
+      issuer: "https://issuer.test",
+      subject: "system:serviceaccount:default:web",
+      registrationId,
+      maxTtlSeconds: 3600,
+    }));
+    const firsts = origins.map((origin) => prepared({ origin }));
+    expect(await store.prepare(firsts, NOW)).toEqual([{ ok: true }, { ok: true }]);
+    registrations.delete("reg_deleted");
+    registrations.update(registration("reg_moved", "spiffe://anchorage.test/elsewhere"));
+    const renewals = origins.map((origin, index) => prepared({ origin, predecessorSerial: firsts[index]?.serial as string }));
+    expect(await store.prepare(renewals, NOW)).toEqual([
+      { ok: false, reason: "ORIGIN_WITHDRAWN" },
+      { ok: false, reason: "ORIGIN_WITHDRAWN" },
+    ]);
   });
 
   it("stores the lineage's origin and hands it back with the certificate", async () => {
