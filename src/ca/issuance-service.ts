@@ -321,6 +321,11 @@ export class IssuanceService {
       }
     };
     const grant = await check("credential", () => this.deps.authorizer.authorize(request, now));
+    // The reservation would refuse a single-use JWT presented again; the dry run reads the same record.
+    if (grant?.consumeJwt && this.deps.ledger.jwtAlreadyUsed(grant.consumeJwt, now)) {
+      const replayed = reservationRefusal({ ok: false, reason: "JWT_REPLAYED" }, undefined);
+      refusals.push({ rule: "credential", code: replayed.code, message: replayed.message });
+    }
     const csr = await check("csr", () => parseCsrOffThread(request.csr));
     // Without a credential the lifetime is judged against the operator maximum alone.
     const ceiling = grant ?? { requester: "", spiffeId: "", dnsNames: [], maxTtlSeconds: this.deps.settings.maxTtlSeconds };

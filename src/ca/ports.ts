@@ -116,6 +116,8 @@ export interface IssuanceLedger {
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]>;
   complete(items: readonly CompletedIssuance[], now: Date): Promise<void>;
   abandon(items: readonly AbandonedIssuance[], now: Date): Promise<void>;
+  /** Whether this single-use JWT already obtained a certificate (read only: for dry runs). */
+  jwtAlreadyUsed(use: JwtUse, now: Date): boolean;
 }
 
 export interface CertificateQuery {

@@ -4,6 +4,7 @@ import type {
   CertificateQuery,
   CompletedIssuance,
   IssuanceLedger,
+  JwtUse,
   PreparedIssuance,
   ReservationResult,
 } from "../ca/ports.js";
@@ -106,6 +107,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
       refundToken: db.prepare(
         "UPDATE enrollment_tokens SET uses_left = uses_left + 1 WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?",
       ),
+      jwtUsed: db.prepare("SELECT 1 FROM jwt_uses WHERE issuer = ? AND jti = ? AND expires_at >= ?").pluck(),
       useJwt: db.prepare("INSERT INTO jwt_uses (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
       refundJwt: db.prepare("DELETE FROM jwt_uses WHERE issuer = ? AND jti = ?"),
       forgetExpiredJwts: db.prepare("DELETE FROM jwt_uses WHERE expires_at < ?"),
@@ -207,6 +209,10 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
         return { ok: true };
       });
     });
+  }
+
+  jwtAlreadyUsed(use: JwtUse, now: Date): boolean {
+    return this.statements.jwtUsed.get(use.issuer, use.tokenId, now.getTime()) !== undefined;
   }
 
   complete(items: readonly CompletedIssuance[], now: Date): Promise<void> {

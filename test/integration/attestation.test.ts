@@ -135,6 +135,11 @@ describe.skipIf(missing !== undefined)(`JWT attestation and explainIssuance${mis
     expect(replay).toMatchObject({ code: "UNAUTHENTICATED", message: expect.stringMatching(/already used/) });
     expect(counts().rows).toBe(before.rows);
     expect(counts().signed).toBe(before.signed);
+    // The dry run says the same, and still writes nothing.
+    const explained = ok(await service.gql(EXPLAIN, { input: { csr: makeCsr({ spiffeId }).csrPem, jwt } })).explainIssuance;
+    expect(explained.allowed).toBe(false);
+    expect(explained.refusals).toContainEqual({ rule: "credential", code: "UNAUTHENTICATED", message: expect.stringMatching(/already used/) });
+    expect(counts().rows).toBe(before.rows);
     // Another token of the same workload is a fresh credential.
     ok(await service.gql(ISSUE, { input: { csr: makeCsr({ spiffeId }).csrPem, jwt: await serviceAccountToken({ namespace: "replay", jti: "0b7e6f1a-next" }) } }));
   });
