@@ -42,7 +42,7 @@ import { createPublicListener } from "./http/public-listener.js";
 import { ReadinessMonitor } from "./http/readiness.js";
 import { ApiKeyService } from "./policy/api-keys.js";
 import { CredentialAuthorizer } from "./policy/credential-authorizer.js";
-import { RateLimitedAuthorizer, RateLimits } from "./policy/rate-limits.js";
+import { RateLimits } from "./policy/rate-limits.js";
 import { JwtAttestor } from "./policy/jwt-attestation.js";
 import { CredentialStanding } from "./policy/origin-standing.js";
 import { RegistrationService } from "./policy/registrations.js";
@@ -287,22 +287,20 @@ export async function startService(
     individuallyRecorded: config.rateLimits.refusalsAuditedPerWindow,
     maxKinds: 10_000,
   });
-  audit.routeUnauthenticated((event) => {
+  audit.routeCountedRefusals((event) => {
     refusals.record(event);
     // Being over a limit is not a failed attempt: counting it would keep a busy credential's address locked out.
     if (event.code !== "RATE_LIMITED") rateLimits.failedAttempt(event.remoteAddress);
   });
   refusals.start();
   const issuance = new IssuanceService({
-    authorizer: new RateLimitedAuthorizer(
-      new CredentialAuthorizer(
-        enrollmentTokens,
-        jwtAttestor,
-        registrationRepository,
-        new Set(config.jwtIssuers.filter((issuer) => issuer.requireRegistration).map((issuer) => issuer.issuer)),
-      ),
-      rateLimits,
+    authorizer: new CredentialAuthorizer(
+      enrollmentTokens,
+      jwtAttestor,
+      registrationRepository,
+      new Set(config.jwtIssuers.filter((issuer) => issuer.requireRegistration).map((issuer) => issuer.issuer)),
     ),
+    admitIssuance: (grant) => rateLimits.takeIssuance(grant.requester),
     ledger: certificateStore,
     activeIssuer: () => issuers.active(),
     onIssued: (certificates) => presignOcsp.presign(certificates),

@@ -68,16 +68,17 @@ export class AuditLog {
   }
 
   /**
-   * Records a refusal of a caller whose credential did not check out (none, unknown, expired, used up, a bad
-   * signature or API key, a client certificate we did not issue). Anyone can cause these at no cost, so they
-   * go to the sink set by `routeUnauthenticated` (aggregation, rate limits) when there is one.
+   * Records a refusal that costs its caller nothing, so that a caller could repeat it at will: one whose
+   * credential did not check out (none, unknown, expired, used up, a bad signature or API key, a client
+   * certificate we did not issue), or one over a rate limit. These go to the sink set by `routeCountedRefusals`
+   * (aggregation, rate limits) when there is one.
    */
-  recordUnauthenticated(event: AuditEvent): void {
+  recordCountedRefusal(event: AuditEvent): void {
     if (this.unauthenticated) this.unauthenticated(event);
     else this.record(event);
   }
 
-  routeUnauthenticated(sink: (event: AuditEvent) => void): void {
+  routeCountedRefusals(sink: (event: AuditEvent) => void): void {
     this.unauthenticated = sink;
   }
 }

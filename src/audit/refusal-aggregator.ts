@@ -13,6 +13,8 @@ export interface RefusalAggregatorSettings {
 
 interface Tally {
   readonly first: AuditEvent;
+  /** Whether every refusal counted came from the first one's actor (a named credential over its limit, say). */
+  oneActor: boolean;
   /** The client network counted, as clientNetworkOf gives it; the summary names it as its address. */
   readonly network: string;
   seen: number;
@@ -27,7 +29,8 @@ const OTHER_ADDRESSES = "*";
  * and code, the first few of a
  * window are recorded as they happen, and the rest are counted and written as one event with the count when
  * the window closes (or the process stops). Audit growth from such traffic is then bounded by this
- * configuration, not by the attacker. Refusals of authenticated callers never come here.
+ * configuration, not by the attacker. Refusals over a rate limit come here too, for the same reason; other
+ * refusals of authenticated callers never do.
  */
 export class RefusalAggregator {
   private tallies = new Map<string, Tally>();
@@ -51,10 +54,11 @@ export class RefusalAggregator {
       tally = this.tallies.get(kindOf(event, network));
     }
     if (!tally) {
-      tally = { first: event, network, seen: 0 };
+      tally = { first: event, network, seen: 0, oneActor: true };
       this.tallies.set(kindOf(event, network), tally);
     }
     tally.seen += 1;
+    if (event.actor !== tally.first.actor) tally.oneActor = false;
     if (tally.seen <= this.settings.individuallyRecorded) this.write(event);
   }
 
@@ -68,13 +72,13 @@ export class RefusalAggregator {
     const since = this.windowStart;
     this.tallies = new Map();
     this.windowStart = this.clock.now();
-    for (const { first, network: remoteAddress, seen } of tallies.values()) {
+    for (const { first, network: remoteAddress, seen, oneActor } of tallies.values()) {
       const count = seen - this.settings.individuallyRecorded;
       if (count <= 0) continue;
       try {
         this.write({
           type: first.type,
-          actor: "anonymous",
+          actor: oneActor ? first.actor : "anonymous",
           outcome: "failure",
           ...(first.code ? { code: first.code } : {}),
           ...(remoteAddress ? { remoteAddress } : {}),

@@ -96,6 +96,11 @@ export class IssuanceService {
       readonly clock: Clock;
       readonly logger: Logger;
       readonly settings: IssuanceSettings;
+      /**
+       * Takes one issuance from the grant's credential allowance, or throws RATE_LIMITED: after the credential
+       * checked out (nobody can use up another's allowance by naming it), before the CSR is parsed.
+       */
+      readonly admitIssuance?: (grant: IssuanceGrant) => Promise<void>;
       /** Told about certificates once they are durable (e.g. to pre-sign their OCSP responses). */
       readonly onIssued?: (certificates: readonly { authorityId: string; serial: string }[]) => void;
     },
@@ -139,7 +144,11 @@ export class IssuanceService {
         // Known once the credential checks out, so a refusal after that names who asked.
         let grant: IssuanceGrant | undefined;
         try {
-          grant = trustedGrant ?? (await this.deps.authorizer.authorize(request, now));
+          if (trustedGrant) grant = trustedGrant;
+          else {
+            grant = await this.deps.authorizer.authorize(request, now);
+            await this.deps.admitIssuance?.(grant);
+          }
           planned.push({ index, plan: await this.plan(request, now, context, grant) });
         } catch (error) {
           outcomes[index] = this.refuse(error, request, context, grant);
@@ -374,9 +383,10 @@ export class IssuanceService {
       ...(context.remoteAddress ? { remoteAddress: context.remoteAddress } : {}),
       details: { reason: refusal.message },
     } as const;
-    // Without a grant the credential did not check out: such refusals are counted, not each recorded.
-    if (grant) this.deps.audit.record(event);
-    else this.deps.audit.recordUnauthenticated(event);
+    // Without a grant the credential did not check out, and over a limit the caller is refused for asking too
+    // often: either way repeating costs the caller nothing, so such refusals are counted, not each recorded.
+    if (grant && refusal.code !== "RATE_LIMITED") this.deps.audit.record(event);
+    else this.deps.audit.recordCountedRefusal(event);
     return refusal;
   }
 }

@@ -48,7 +48,7 @@ export class RenewalService {
       if (refusal) throw new ForbiddenError(`certificate ${current.serial} can no longer renew: ${refusal}`);
     } catch (error) {
       if (error instanceof AnchorageError) {
-        this.deps.audit.recordUnauthenticated({
+        this.deps.audit.recordCountedRefusal({
           type: "issuance.refused",
           actor: current ? `certificate:${current.serial}` : clientCertificate ? "certificate:unverified" : "anonymous",
           ...(current ? { subject: current.spiffeId } : {}),

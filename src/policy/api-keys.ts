@@ -46,7 +46,7 @@ export class ApiKeyService {
       throw new UnauthenticatedError(`the API key expired at ${record.expiresAt.toISOString()}: ask an admin for a new one`);
     }
     if (!record || record.revokedAt) {
-      this.audit.recordUnauthenticated({
+      this.audit.recordCountedRefusal({
         type: "authentication.failed",
         actor: "anonymous",
         outcome: "failure",

@@ -1,5 +1,4 @@
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
-import type { IssuanceAuthorizer, IssuanceCredentials, IssuanceGrant } from "../ca/ports.js";
 import { clientNetworkOf } from "../common/client-address.js";
 import { RateLimitedError } from "../common/errors.js";
 
@@ -55,24 +54,6 @@ export class RateLimits {
   /** Takes one request from the API key's allowance, or throws RATE_LIMITED. */
   async takeApiKeyRequest(apiKeyId: string): Promise<void> {
     await take(this.apiKeyRequests, apiKeyId, "too many requests with this API key");
-  }
-}
-
-/**
- * Limits issuances per credential, after the credential checked out (so nobody can use up another's
- * allowance by naming it) and before the CSR is parsed or anything is signed.
- */
-export class RateLimitedAuthorizer implements IssuanceAuthorizer {
-  constructor(
-    private readonly inner: IssuanceAuthorizer,
-    private readonly limits: RateLimits,
-  ) {}
-
-  async authorize(credentials: IssuanceCredentials, now: Date): Promise<IssuanceGrant> {
-    const grant = await this.inner.authorize(credentials, now);
-    // The requester names the credential: `token:<id>` for an enrollment token, `jwt:<issuer>#<subject>` for a JWT.
-    await this.limits.takeIssuance(grant.requester);
-    return grant;
   }
 }
 

@@ -64,6 +64,11 @@ describe.skipIf(missing !== undefined)(`rate limits${missing ? ` (skipped: ${mis
     expect(batch[0].error.retryAfterSeconds).toBeGreaterThanOrEqual(1);
     expect(service.countCertificateRows()).toBe(rows);
     expect(service.sqlValue("SELECT uses_left FROM enrollment_tokens WHERE id = ?", busy.id)).toBe(20 - ISSUANCES_PER_CREDENTIAL);
+    // The refusal names the credential that was over its limit, not an unknown one.
+    const actors = service.sqlValue(
+      "SELECT group_concat(DISTINCT actor) FROM audit_events WHERE type = 'issuance.refused' AND code = 'RATE_LIMITED'",
+    );
+    expect(actors).toBe(`token:${busy.id}`);
 
     ok(await service.gql(ISSUE, { input: { csr: csr(), token: other.token } }));
   });

@@ -4,9 +4,9 @@ import { RefusalAggregator } from "../../src/audit/refusal-aggregator.js";
 import { FixedClock } from "../../src/common/clock.js";
 import { silentLogger } from "../../src/common/logger.js";
 
-const refusal = (remoteAddress: string, code = "UNAUTHENTICATED"): AuditEvent => ({
+const refusal = (remoteAddress: string, code = "UNAUTHENTICATED", actor = "token:unknown"): AuditEvent => ({
   type: "issuance.refused",
-  actor: "token:unknown",
+  actor,
   outcome: "failure",
   code,
   remoteAddress,
@@ -36,7 +36,7 @@ describe("RefusalAggregator", () => {
     expect(written).toHaveLength(5);
     expect(written[4]).toMatchObject({
       type: "issuance.refused",
-      actor: "anonymous",
+      actor: "token:unknown",
       code: "UNAUTHENTICATED",
       remoteAddress: "192.0.2.1",
       details: { count: 998, since: "2026-01-01T00:00:00.000Z", until: "2026-01-01T00:01:00.000Z" },
@@ -46,6 +46,17 @@ describe("RefusalAggregator", () => {
     expect(written).toHaveLength(6);
     refusals.stop();
     expect(written).toHaveLength(6);
+  });
+
+  it("names the actor in a count only when every refusal counted came from it", () => {
+    const { written, refusals } = aggregator({ individuallyRecorded: 0 });
+    for (let index = 0; index < 5; index++) refusals.record(refusal("192.0.2.1", "RATE_LIMITED", "token:tok_busy"));
+    for (let index = 0; index < 5; index++) refusals.record(refusal("192.0.2.2", "RATE_LIMITED", `token:tok_${index}`));
+    refusals.stop();
+    expect(written.map((event) => [event.remoteAddress, event.actor, event.details?.count])).toEqual([
+      ["192.0.2.1", "token:tok_busy", 5],
+      ["192.0.2.2", "anonymous", 5],
+    ]);
   });
 
   it("counts an IPv6 /64 as one client, and lumps new clients together past maxKinds", () => {
