@@ -128,8 +128,8 @@ describe.skipIf(missing !== undefined)(`auditors: history, audit events and the 
     it("reads certificates, one certificate, audit events and the log", async () => {
       const list = ok(await auditor(CERTIFICATES, { first: 10 })).certificates;
       expect(list.totalCount).toBeGreaterThanOrEqual(3);
-      const one = ok(await auditor(`query ($serial: String!) { certificate(serial: $serial) { serial spiffeId } }`, { serial: issued[0]?.serial }));
-      expect(one.certificate).toEqual({ serial: issued[0]?.serial, spiffeId: issued[0]?.spiffeId });
+      const one = ok(await auditor(`query ($serial: String!) { certificate(serial: $serial) { serial spiffeId profile } }`, { serial: issued[0]?.serial }));
+      expect(one.certificate).toEqual({ serial: issued[0]?.serial, spiffeId: issued[0]?.spiffeId, profile: "WORKLOAD" });
       expect(ok(await auditor(AUDIT_EVENTS, { first: 5 })).auditEvents.edges).toHaveLength(5);
       expect((await logState()).verifierKey).toMatch(/^anchorage\.test\/log\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+$/);
     });

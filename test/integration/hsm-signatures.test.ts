@@ -207,12 +207,13 @@ describe.skipIf(missing !== undefined)(`HSM signatures of the running service${m
     const der = service.sqlValue("SELECT certificate_der FROM ocsp_signers ORDER BY created_at LIMIT 1") as Buffer;
     const certificate = new X509Certificate(der);
     const serial = certificate.serialNumber.toLowerCase();
-    const history = await admin(`query ($serial: String!) { certificate(serial: $serial) { serial fingerprintSha256 requester } }`, { serial });
+    const history = await admin(`query ($serial: String!) { certificate(serial: $serial) { serial fingerprintSha256 requester profile } }`, { serial });
     expect(history.body.errors, JSON.stringify(history.body.errors)).toBeUndefined();
     expect(history.body.data.certificate).toEqual({
       serial,
       fingerprintSha256: certificate.fingerprint256.replaceAll(":", "").toLowerCase(),
       requester: "system:ocsp-responder",
+      profile: "OCSP_RESPONDER",
     });
     const listed = await admin(`query ($serial: String!) { certificates(filter: { serial: $serial }) { edges { node { serial } } } }`, { serial });
     expect(listed.body.errors, JSON.stringify(listed.body.errors)).toBeUndefined();

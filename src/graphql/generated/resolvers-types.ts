@@ -436,7 +436,13 @@ export type Certificate = {
   readonly issuedAt: Scalars['String']['output'];
   readonly keyType: Scalars['String']['output'];
   readonly fingerprintSha256: Scalars['String']['output'];
+  /** What it is for: a workload certificate, or the delegated OCSP responder certificate of an intermediate (no SPIFFE ID). */
+  readonly profile: CertificateProfile;
 };
+
+export type CertificateProfile =
+  | 'WORKLOAD'
+  | 'OCSP_RESPONDER';
 
 /** All given conditions must hold. Times are RFC 3339; `...After` bounds are inclusive, `...Before` exclusive. */
 export type CertificateFilter = {
@@ -771,6 +777,7 @@ export type ResolversTypes = {
   IssueError: ResolverTypeWrapper<IssueError>;
   CertificateStatus: CertificateStatus;
   Certificate: ResolverTypeWrapper<CertificateRecord>;
+  CertificateProfile: CertificateProfile;
   CertificateFilter: CertificateFilter;
   CertificateConnection: ResolverTypeWrapper<CertificatePage>;
   CertificateEdge: ResolverTypeWrapper<Omit<CertificateEdge, 'node'> & { node: ResolversTypes['Certificate'] }>;
@@ -964,6 +971,7 @@ export type CertificateResolvers<ContextType = GraphQLContext, ParentType extend
   issuedAt?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   keyType?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   fingerprintSha256?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  profile?: Resolver<ResolversTypes['CertificateProfile'], ParentType, ContextType>;
   __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 };
 

@@ -13,4 +13,5 @@ export const Certificate: CertificateResolvers = {
     record.revocationReason !== null && isRevocationReason(record.revocationReason) ? record.revocationReason : null,
   issuerId: (record) => record.authorityId,
   issuedAt: (record) => record.issuedAt.toISOString(),
+  profile: (record) => (record.profile === "ocsp-responder" ? "OCSP_RESPONDER" : "WORKLOAD"),
 };
