@@ -68,6 +68,7 @@ start() {
   if [[ $(id -u) -eq 0 ]]; then
     id postgres >/dev/null 2>&1 || fail "no postgres system user to own the cluster (the Debian package creates it)"
     chown postgres: "$dir"
+    runuser -u postgres -- test -w "$dir" || fail "the postgres user cannot reach $dir (choose a DIR, or TMPDIR, it can traverse)"
   fi
 
   if ! as_owner "$bin_dir/initdb" --pgdata="$dir/data" --username=anchorage --auth=trust --encoding=UTF8 \

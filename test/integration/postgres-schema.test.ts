@@ -265,6 +265,7 @@ describe.skipIf(serverUrl === undefined)(`PostgreSQL schema${serverUrl === undef
     }
   });
 
+  // On the authorities the previous test left: "new" is the active intermediate, "old" is retired.
   it("keeps serials, issued sequences and live successors unique, and refuses values outside the CHECK constraints", async () => {
     const certificate = (serial: string, extra: { issuedSeq?: number; predecessor?: string; state?: string } = {}) =>
       client.query(
