@@ -31,7 +31,7 @@ module.exports = {
       name: "sql-only-in-store",
       severity: "error",
       from: { path: "^src/", pathNot: "^src/store/" },
-      to: { path: "node_modules/better-sqlite3/" },
+      to: { path: "node_modules/(better-sqlite3|pg)/" },
     },
     {
       name: "pkcs11-only-in-signer",
