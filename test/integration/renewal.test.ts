@@ -6,6 +6,7 @@
  * One service for the file (restarted once with a grace window); tests run in order.
  */
 import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { refusal, ok, type Issued } from "../support/graphql.js";
 import { makeCsr, makeKey, openssl, requireTools, scratchDir, startService, type GqlResponse, type RunningService } from "../support/service.js";
@@ -68,6 +69,8 @@ describe.skipIf(missing !== undefined)(`renewal over mutual TLS${missing ? ` (sk
 
   afterAll(async () => {
     await service?.cleanup();
+    // A service restarted on the first one's folder does not own it: remove it here.
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
     scratch.remove();
   });
 
