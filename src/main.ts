@@ -32,6 +32,7 @@ import {
 } from "./cli/development-bootstrap.js";
 import { systemClock, type Clock } from "./common/clock.js";
 import { ConfigError } from "./common/errors.js";
+import { ipv6Groups } from "./common/ip-address.js";
 import type { Logger } from "./common/logger.js";
 import { certificateToPem, encodePem } from "./common/pem.js";
 import { loadConfig, type Config } from "./config/config.js";
@@ -82,13 +83,8 @@ async function listen(server: Server | NetServer, port: number, host: string): P
 function ipAddressOctets(address: string): Buffer | undefined {
   if (isIPv4(address)) return Buffer.from(address.split(".").map(Number));
   if (isIP(address) !== 6 || address.includes(".") || address.includes("%")) return undefined;
-  const [head = "", tail = ""] = address.split("::");
-  const groups = (part: string): string[] => (part === "" ? [] : part.split(":"));
-  const left = groups(head);
-  const right = groups(tail);
-  const middle: string[] = address.includes("::") ? new Array<string>(8 - left.length - right.length).fill("0") : [];
   return Buffer.from(
-    [...left, ...middle, ...right].flatMap((group) => {
+    ipv6Groups(address).flatMap((group) => {
       const value = Number.parseInt(group, 16);
       return [value >> 8, value & 0xff];
     }),

@@ -53,7 +53,7 @@ export interface AuditEventRepository {
 
 /** Appends audit events with the current time and mirrors them to the log. */
 export class AuditLog {
-  private unauthenticated: ((event: AuditEvent) => void) | undefined;
+  private countedRefusals: ((event: AuditEvent) => void) | undefined;
 
   constructor(
     private readonly repository: AuditEventRepository,
@@ -70,15 +70,15 @@ export class AuditLog {
   /**
    * Records a refusal that costs its caller nothing, so that a caller could repeat it at will: one whose
    * credential did not check out (none, unknown, expired, used up, a bad signature or API key, a client
-   * certificate we did not issue), or one over a rate limit. These go to the sink set by `routeCountedRefusals`
+   * certificate we did not issue or that may no longer renew), or one over a rate limit. These go to the sink set by `routeCountedRefusals`
    * (aggregation, rate limits) when there is one.
    */
   recordCountedRefusal(event: AuditEvent): void {
-    if (this.unauthenticated) this.unauthenticated(event);
+    if (this.countedRefusals) this.countedRefusals(event);
     else this.record(event);
   }
 
   routeCountedRefusals(sink: (event: AuditEvent) => void): void {
-    this.unauthenticated = sink;
+    this.countedRefusals = sink;
   }
 }

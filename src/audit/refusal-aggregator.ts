@@ -26,9 +26,8 @@ const OTHER_ADDRESSES = "*";
 /**
  * Refusals of callers whose credential did not check out cost an attacker nothing, and each audit event is
  * forever (it becomes a transparency-log leaf). So per client address (an IPv6 /64 counts as one), event type
- * and code, the first few of a
- * window are recorded as they happen, and the rest are counted and written as one event with the count when
- * the window closes (or the process stops). Audit growth from such traffic is then bounded by this
+ * and code, the first few of a window are recorded as they happen, and the rest are counted and written as
+ * one event with the count when the window closes (or the process stops). Audit growth from such traffic is then bounded by this
  * configuration, not by the attacker. Refusals over a rate limit come here too, for the same reason; other
  * refusals of authenticated callers never do.
  */

@@ -1,8 +1,8 @@
 /**
  * The embedded development default: everything under the data folder, created on first start and reused
- * afterwards. SoftHSM tokens (root and online, each with its own PINs, initialised through PKCS#11), the root made by the ceremony CLI
- * in a child process (the service process never opens the root token), an intermediate whose key is
- * generated in the online token, and a first admin API key.
+ * afterwards. SoftHSM tokens (root and online, each with its own PINs, initialised through PKCS#11), the
+ * root made by the ceremony CLI in a child process (the service process never opens the root token), an
+ * intermediate whose key is generated in the online token, and a first admin API key.
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";

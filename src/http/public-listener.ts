@@ -19,7 +19,6 @@ export interface OcspEndpoint {
   generation(): number;
 }
 
-
 const AUTHORITY_FILE = /^\/(ca|crl)\/([0-9a-f]{2,128})\.(crt|crl)$/;
 
 function send(response: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void {

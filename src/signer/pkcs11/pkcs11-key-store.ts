@@ -465,8 +465,7 @@ export class Pkcs11KeyStore implements KeyStore {
     try {
       labels = this.api.C_GetSlotList(true).map((slot) => ({
         slot,
-        // Token labels are blank-padded to 32 bytes; some modules pad with NULs instead.
-        label: this.api.C_GetTokenInfo(slot).label.replace(/[\s\0]+$/, ""),
+        label: tokenLabelOf(this.api.C_GetTokenInfo(slot)),
       }));
     } catch (error) {
       throw new HsmUnavailableError(`cannot list the tokens of PKCS#11 module "${this.modulePath}" (${ckrName(error)})`, {
@@ -1117,4 +1116,9 @@ function errorSummary(error: unknown): string {
 
 function isNativeError(error: unknown): boolean {
   return error instanceof Error && (error.name === "NativeError" || error.name === "Pkcs11Error");
+}
+
+/** A token's label as set: labels are blank-padded to 32 bytes, and some modules pad with NULs instead. */
+export function tokenLabelOf(info: { readonly label: string }): string {
+  return info.label.replace(/[\s\0]+$/, "");
 }

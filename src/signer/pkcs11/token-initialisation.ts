@@ -6,6 +6,7 @@
 import pkcs11js from "pkcs11js";
 import type { PKCS11 } from "pkcs11js";
 import { BadUserInputError, HsmUnavailableError } from "../../common/errors.js";
+import { tokenLabelOf } from "./pkcs11-key-store.js";
 
 // pkcs11js is CommonJS and builds its exports at run time, so Node's ESM loader sees only a default export.
 const { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_TOKEN_INITIALIZED, CKU_SO } = pkcs11js;
@@ -78,8 +79,7 @@ function initialise(api: PKCS11, options: TokenInitialisation): boolean {
 }
 
 function slotWithLabel(api: PKCS11, label: string): Buffer | undefined {
-  // Token labels are blank-padded to 32 bytes; some modules pad with NULs instead.
-  return api.C_GetSlotList(true).find((slot) => api.C_GetTokenInfo(slot).label.replace(/[\s\0]+$/, "") === label);
+  return api.C_GetSlotList(true).find((slot) => tokenLabelOf(api.C_GetTokenInfo(slot)) === label);
 }
 
 /** C_InitToken reads exactly 32 bytes of label. */
