@@ -12,6 +12,7 @@ import { openDatabase } from "../../src/store/database.js";
 import { MIGRATIONS } from "../../src/store/migrations.js";
 import { migratePostgres, POSTGRES_MIGRATIONS } from "../../src/store/postgres/migrations.js";
 import { createScratchDatabase, postgresSkipReason, requirePostgres, type ScratchDatabase } from "../support/postgres.js";
+import { placeholderAuthority } from "../support/scratch-store.js";
 
 const serverUrl = requirePostgres();
 
@@ -198,20 +199,8 @@ describe.skipIf(serverUrl === undefined)(`PostgreSQL schema${serverUrl === undef
   });
 
   it("records trust bundle versions as SQLite does: a new one when an authority is published or retired, none otherwise", async () => {
-    const HOUR = 3_600_000;
     const now = Date.UTC(2026, 10, 22, 12);
-    const authority = (id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"]): AuthorityRecord => ({
-      id,
-      kind,
-      status,
-      subject: `CN=${id}`,
-      certificateDer: Buffer.from([0x30, 0x00]),
-      keyLabel: kind === "root" ? null : id,
-      parentId: kind === "root" ? null : "root",
-      notBefore: new Date(now - HOUR),
-      notAfter: new Date(now + 365 * 24 * HOUR),
-      createdAt: new Date(now),
-    });
+    const authority = (id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"]) => placeholderAuthority(id, kind, status, new Date(now));
     const sqlite = openDatabase(":memory:");
     const sqliteAuthorities = new SqliteAuthorityRepository(sqlite);
     const insert = async (record: AuthorityRecord) => {

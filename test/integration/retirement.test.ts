@@ -24,6 +24,7 @@ import { SqliteAuthorityRepository, SqliteTrustBundleConsumerRepository } from "
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
 import { MIGRATIONS } from "../../src/store/migrations.js";
+import { placeholderAuthority } from "../support/scratch-store.js";
 
 const T0 = new Date(Date.UTC(2026, 10, 22, 12));
 const HOUR = 3_600_000;
@@ -36,18 +37,7 @@ describe("automatic retirement of superseded intermediates", () => {
   let consumers: SqliteTrustBundleConsumerRepository;
   let rotation: RotationService;
 
-  const authority = (id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"]): AuthorityRecord => ({
-    id,
-    kind,
-    status,
-    subject: `CN=${id}`,
-    certificateDer: Buffer.from([0x30, 0x00]),
-    keyLabel: kind === "root" ? null : id,
-    parentId: kind === "root" ? null : "root",
-    notBefore: new Date(T0.getTime() - 24 * HOUR),
-    notAfter: new Date(T0.getTime() + 365 * 24 * HOUR),
-    createdAt: T0,
-  });
+  const authority = (id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"]) => placeholderAuthority(id, kind, status, T0);
 
   async function issued(authorityId: string, notAfter: Date): Promise<void> {
     const audit = new SqliteAuditEventRepository(db);

@@ -1,12 +1,13 @@
 /**
- * Store-level tests on a real SQLite file: a migrated database in a scratch folder with one placeholder
- * intermediate for certificate rows to reference, and the reservations and tokens those tests vary.
+ * Store-level tests on a real SQLite file: a migrated database in a scratch folder with a placeholder root
+ * and intermediate for certificate rows to reference, and the reservations and tokens those tests vary.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditEvent } from "../../src/audit/audit-log.js";
+import type { AuthorityRecord } from "../../src/ca/model.js";
 import type { PreparedIssuance } from "../../src/ca/ports.js";
 import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { openDatabase, type SqliteDatabase } from "../../src/store/database.js";
@@ -16,6 +17,25 @@ import type { SqliteEnrollmentTokenRepository } from "../../src/store/policy-rep
 export const SCRATCH_AUTHORITY_ID = "ca";
 
 const HOUR_MS = 3_600_000;
+
+/**
+ * An authority row for store-level tests, valid from a day before `now` for a year, with a placeholder
+ * certificate: intermediates name the root `root` as their parent and carry a key label equal to their id.
+ */
+export function placeholderAuthority(id: string, kind: AuthorityRecord["kind"], status: AuthorityRecord["status"], now: Date): AuthorityRecord {
+  return {
+    id,
+    kind,
+    status,
+    subject: `CN=${id}`,
+    certificateDer: Buffer.from([0x30, 0x00]),
+    keyLabel: kind === "root" ? null : id,
+    parentId: kind === "root" ? null : "root",
+    notBefore: new Date(now.getTime() - 24 * HOUR_MS),
+    notAfter: new Date(now.getTime() + 365 * 24 * HOUR_MS),
+    createdAt: now,
+  };
+}
 
 export interface ScratchStore {
   readonly dir: string;
@@ -27,18 +47,9 @@ export interface ScratchStore {
 export function openScratchStore(prefix: string, now: Date): ScratchStore {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   const db = openDatabase(join(dir, "anchorage.db"));
-  new SqliteAuthorityRepository(db).insert({
-    id: SCRATCH_AUTHORITY_ID,
-    kind: "intermediate",
-    status: "active",
-    subject: "CN=test",
-    certificateDer: Buffer.from([0x30, 0x00]),
-    keyLabel: "k",
-    parentId: null,
-    notBefore: new Date(now.getTime() - 24 * HOUR_MS),
-    notAfter: new Date(now.getTime() + 365 * 24 * HOUR_MS),
-    createdAt: now,
-  });
+  const authorities = new SqliteAuthorityRepository(db);
+  authorities.insert(placeholderAuthority("root", "root", "active", now));
+  authorities.insert(placeholderAuthority(SCRATCH_AUTHORITY_ID, "intermediate", "active", now));
   return {
     dir,
     db,
