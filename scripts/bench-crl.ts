@@ -47,8 +47,8 @@ try {
   const authorities = new SqliteAuthorityRepository(db);
   const root = authorityRecordOf(rootDer, { kind: "root", status: "active", keyLabel: null, parentId: null, createdAt: now });
   const intermediate = authorityRecordOf(intermediateDer, { kind: "intermediate", status: "active", keyLabel: "intermediate", parentId: root.id, createdAt: now });
-  authorities.insert(root);
-  authorities.insert(intermediate);
+  await authorities.insert(root);
+  await authorities.insert(intermediate);
 
   const seedStart = performance.now();
   const insert = db.prepare(
@@ -82,7 +82,7 @@ try {
   const seconds = (performance.now() - buildStart) / 1000;
   clearInterval(sampler);
   peakRss = Math.max(peakRss, process.memoryUsage().rss);
-  const crl = crls.get(intermediate.id);
+  const crl = await crls.get(intermediate.id);
   const crlPath = join(dir, "bench.crl");
   writeFileSync(crlPath, crl?.der ?? Buffer.alloc(0));
   const listed = execFileSync("openssl", ["crl", "-inform", "DER", "-in", crlPath, "-noout", "-text"], { maxBuffer: 1 << 30 })

@@ -107,11 +107,11 @@ try {
     ["spiffeId + issued in the last week", { spiffeId: sample.spiffeId, issuedAfter: day(7) }],
   ];
 
-  const time = (work: () => unknown): { p50: number; p99: number; max: number } => {
+  const time = async (work: () => unknown): Promise<{ p50: number; p99: number; max: number }> => {
     const samples: number[] = [];
     for (let index = 0; index < repeat; index++) {
       const begin = performance.now();
-      work();
+      await work();
       samples.push(performance.now() - begin);
     }
     samples.sort((a, b) => a - b);
@@ -123,27 +123,27 @@ try {
   console.log(`seeded ${rows.toLocaleString("en")} certificates in ${seedSeconds.toFixed(1)} s (${repeat} runs per query)`);
   console.log(`${"filter".padEnd(40)} ${"page p50".padStart(9)} ${"page p99".padStart(9)} ${"page max".padStart(9)}  ${"rows".padStart(4)}  ${"count p50".padStart(9)} ${"count p99".padStart(9)} ${"total".padStart(9)}`);
   for (const [name, filter] of filters) {
-    let page = store.list(filter, 50, undefined, at);
-    const pageTimes = time(() => (page = store.list(filter, 50, undefined, at)));
+    let page = await store.list(filter, 50, undefined, at);
+    const pageTimes = await time(async () => (page = await store.list(filter, 50, undefined, at)));
     let total = 0;
-    const countTimes = time(() => (total = page.countTotal()));
+    const countTimes = await time(async () => (total = await page.countTotal()));
     console.log(
       `${name.padEnd(40)} ${ms(pageTimes.p50)} ${ms(pageTimes.p99)} ${ms(pageTimes.max)}  ${String(page.items.length).padStart(4)}  ${ms(countTimes.p50)} ${ms(countTimes.p99)} ${String(total).padStart(9)}`,
     );
   }
   // A deep page: the cursor is an index seek, so page 10,000 costs what page 1 does.
-  const deep = store.list({}, 50, undefined, at);
+  const deep = await store.list({}, 50, undefined, at);
   let cursor = deep.cursors.at(-1);
-  for (let index = 0; index < 3; index++) cursor = store.list({ spiffeIdPrefix: "spiffe://anchorage.test/" }, 50, cursor, at).cursors.at(-1);
+  for (let index = 0; index < 3; index++) cursor = (await store.list({ spiffeIdPrefix: "spiffe://anchorage.test/" }, 50, cursor, at)).cursors.at(-1);
   const middle = Buffer.from(`c:${Math.floor(rows / 2)}`).toString("base64url");
-  const deepTimes = time(() => store.list({}, 50, middle, at));
+  const deepTimes = await time(() => store.list({}, 50, middle, at));
   console.log(`${"page after row n/2 (no filter)".padEnd(40)} ${ms(deepTimes.p50)} ${ms(deepTimes.p99)} ${ms(deepTimes.max)}`);
 
   const rssBefore = process.memoryUsage().rss;
   let peakRss = rssBefore;
   const exportStart = performance.now();
   let exported = 0;
-  for (const record of store.iterate({}, at)) {
+  for await (const record of store.iterate({}, at)) {
     exported += record.der.length > 0 ? 1 : 0;
     if (exported % 100_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
   }

@@ -185,7 +185,7 @@ export async function prepareDataFolder(config: Config, logger: Logger, clock: C
   const keyStore = await openKeyStore(config, hsm.onlinePin, logger);
   try {
     await ensureDevelopmentAuthorities({ config, hsm, keyStore, authorities: state.authorities, crls: state.crls, clock, logger });
-    ensureAdminKey(state.apiKeys, config.dataDir, logger);
+    await ensureAdminKey(state.apiKeys, config.dataDir, logger);
     await ensureTransparencyLogKey(keyStore, config, logger);
   } finally {
     await keyStore.close();
@@ -265,9 +265,9 @@ export async function startService(
   const httpPort = await listen(publicListener, config.httpPort, config.host);
   const baseUrl = baseUrlOf(config, httpPort);
 
-  const intermediate = authorities.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
+  const intermediate = (await authorities.list()).find((authority) => authority.kind === "intermediate" && authority.status === "active");
   if (!intermediate?.keyLabel) throw new ConfigError("no active intermediate CA: run the ceremony and import one");
-  const authorityWatcher = new AuthorityWatcher({ repository: authorityRepository, logger: logger.child({ component: "authorities" }), intervalMs: 250 });
+  const authorityWatcher = await AuthorityWatcher.open({ repository: authorityRepository, logger: logger.child({ component: "authorities" }), intervalMs: 250 });
   const issuers = new IssuerRegistry({ keyStore, publicBaseUrl: baseUrl, logger: logger.child({ component: "issuers" }) });
   await issuers.load(intermediate);
   await issuers.update(authorityWatcher.current().authorities);
@@ -278,7 +278,7 @@ export async function startService(
       ? new JwtAttestor({ trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, issuers: config.jwtIssuers, clock, logger })
       : undefined;
   const rateLimits = new RateLimits(config.rateLimits);
-  const refusals = new RefusalAggregator((event) => audit.record(event), clock, logger.child({ component: "audit" }), {
+  const refusals = new RefusalAggregator((event) => audit.record(event).catch((error: unknown) => logger.error({ err: error }, "could not record a refusal")), clock, logger.child({ component: "audit" }), {
     windowSeconds: config.rateLimits.windowSeconds,
     individuallyRecorded: config.rateLimits.refusalsAuditedPerWindow,
     maxKinds: 10_000,
@@ -362,11 +362,7 @@ export async function startService(
   // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
   const retirement = runsSweeps
     ? setInterval(() => {
-        try {
-          rotation.retireExpired();
-        } catch (error) {
-          logger.error({ err: error }, "automatic retirement check failed");
-        }
+        rotation.retireExpired().catch((error: unknown) => logger.error({ err: error }, "automatic retirement check failed"));
       }, 60_000).unref()
     : undefined;
   const services: Services = {
@@ -411,8 +407,7 @@ export async function startService(
   };
 
   const yoga = createGraphQLServer({ logger: logger.child({ component: "graphql" }), limits: config.limits, corsOrigins: config.corsOrigins });
-  const trustAnchorsPem = authorities
-    .list()
+  const trustAnchorsPem = (await authorities.list())
     .filter((authority) => authority.kind === "root" && authority.status !== "retired")
     .map((authority) => certificateToPem(authority.certificateDer))
     .join("");

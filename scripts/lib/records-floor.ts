@@ -109,9 +109,9 @@ export async function durableRecordsCost(seconds: number, inFlight: number): Pro
       // Stored as the responder's pre-signing stores them: in groups of 32, one transaction each.
       presigned.push({
         response: { authorityId, serial, hashAlgorithm: "sha1", der: randomBytes(470), thisUpdate: at, nextUpdate: new Date(at.getTime() + 14_400_000) },
-        signedStatus: ocsp.status(authorityId, serial).kind,
+        signedStatus: (await ocsp.status(authorityId, serial)).kind,
       });
-      if (presigned.length >= 32) ocsp.saveResponses(presigned.splice(0));
+      if (presigned.length >= 32) await ocsp.saveResponses(presigned.splice(0));
     };
 
     let certificates = 0;
@@ -125,10 +125,10 @@ export async function durableRecordsCost(seconds: number, inFlight: number): Pro
         }
       }),
     );
-    ocsp.saveResponses(presigned.splice(0));
+    await ocsp.saveResponses(presigned.splice(0));
     const ledgerCpu = process.cpuUsage(cpuBefore);
     const sequencingBefore = process.cpuUsage();
-    while (log.sequence(20_000).appended > 0);
+    while ((await log.sequence(20_000)).appended > 0);
     const sequencingCpu = process.cpuUsage(sequencingBefore);
     return {
       certificates,

@@ -32,14 +32,14 @@ export type AuditEventPage = Page<AuditEventRecord>;
 
 /** Port implemented by the store. Pages run in sequence order; the cursor is opaque. */
 export interface AuditEventQuery {
-  list(filter: AuditEventFilter, first: number, after: string | undefined): Page<AuditEventRecord>;
+  list(filter: AuditEventFilter, first: number, after: string | undefined): Promise<Page<AuditEventRecord>>;
 }
 
 /** Read access to the audit trail, for admins and auditors. */
 export class AuditEventService {
   constructor(private readonly query: AuditEventQuery) {}
 
-  list(principal: Principal, filter: AuditEventFilter, first: number | null | undefined, after: string | null | undefined): Page<AuditEventRecord> {
+  async list(principal: Principal, filter: AuditEventFilter, first: number | null | undefined, after: string | null | undefined): Promise<Page<AuditEventRecord>> {
     requireRole(principal, "ADMIN", "AUDITOR");
     return this.query.list(filter, pageSize(first), after ?? undefined);
   }

@@ -46,9 +46,9 @@ export interface StoredAuditEvent extends AuditEvent {
   readonly occurredAt: Date;
 }
 
-/** Port implemented by the store. Appends are synchronous so they can join a caller's transaction. */
+/** Port implemented by the store. Events that belong to a state change are written by the store in that change's transaction instead. */
 export interface AuditEventRepository {
-  append(event: AuditEvent, occurredAt: Date): void;
+  append(event: AuditEvent, occurredAt: Date): Promise<void>;
 }
 
 /** Appends audit events with the current time and mirrors them to the log. */
@@ -61,8 +61,8 @@ export class AuditLog {
     private readonly logger: Logger,
   ) {}
 
-  record(event: AuditEvent): void {
-    this.repository.append(event, this.clock.now());
+  async record(event: AuditEvent): Promise<void> {
+    await this.repository.append(event, this.clock.now());
     const { details: _details, ...summary } = event;
     this.logger.info({ audit: summary }, "audit event");
   }
@@ -73,9 +73,9 @@ export class AuditLog {
    * certificate we did not issue or that may no longer renew), or one over a rate limit. These go to the sink set by `routeCountedRefusals`
    * (aggregation, rate limits) when there is one.
    */
-  recordCountedRefusal(event: AuditEvent): void {
+  async recordCountedRefusal(event: AuditEvent): Promise<void> {
     if (this.countedRefusals) this.countedRefusals(event);
-    else this.record(event);
+    else await this.record(event);
   }
 
   routeCountedRefusals(sink: (event: AuditEvent) => void): void {

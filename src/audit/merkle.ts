@@ -98,6 +98,12 @@ export interface SubtreeHashes {
   get(level: number, index: number): Buffer;
 }
 
+/** A perfect subtree, addressed as in `SubtreeHashes.get`. */
+export interface SubtreeAddress {
+  readonly level: number;
+  readonly index: number;
+}
+
 /** One perfect subtree hash, addressed as in `SubtreeHashes.get`. */
 export interface PerfectSubtree {
   readonly level: number;

@@ -6,7 +6,7 @@ import { requireRole } from "../policy/api-keys.js";
 import type { Principal } from "../policy/principal.js";
 import type { Signer } from "../signer/signer.js";
 import { checkpointText, signNote, verifierKey } from "./checkpoint.js";
-import { consistencyProof, inclusionProof, treeRoot, verifyConsistency, type SubtreeHashes } from "./merkle.js";
+import { consistencyProof, inclusionProof, treeRoot, verifyConsistency, type SubtreeAddress, type SubtreeHashes } from "./merkle.js";
 
 /** A signed tree head as stored: `note` is the C2SP checkpoint, signature lines included. */
 export interface StoredCheckpoint {
@@ -23,19 +23,19 @@ export interface TransparencyLogRepository {
    * leaves (certificates in commit order, then audit events in sequence order), with the subtree hashes
    * they complete. Safe to call from several processes at once: SQLite serialises the transactions.
    */
-  sequence(limit: number): { readonly appended: number; readonly treeSize: number };
-  treeSize(): number;
-  /** Stored leaf and complete-subtree hashes, for roots and proofs. */
-  readonly hashes: SubtreeHashes;
-  leafIndexOfCertificate(serial: string): number | undefined;
+  sequence(limit: number): Promise<{ readonly appended: number; readonly treeSize: number }>;
+  treeSize(): Promise<number>;
+  /** The stored perfect-subtree hashes at these addresses (every one must exist), for roots and proofs. */
+  subtreeHashes(addresses: readonly SubtreeAddress[]): Promise<SubtreeHashes>;
+  leafIndexOfCertificate(serial: string): Promise<number | undefined>;
   /** Leaf data of leaves [start, end) rebuilt from the rows, streamed; `entry` is undefined where a row is gone. */
-  entries(start: number, end: number): Iterable<{ readonly leafIndex: number; readonly entry: Buffer | undefined }>;
+  entries(start: number, end: number): AsyncIterable<{ readonly leafIndex: number; readonly entry: Buffer | undefined }>;
   /** The leaf data rebuilt from the current rows (so an edited row shows); undefined if the row is gone. */
-  entry(leafIndex: number): Buffer | undefined;
+  entry(leafIndex: number): Promise<Buffer | undefined>;
   /** Keeps the first checkpoint of a size: two processes may sign the same size, and either is valid. */
-  saveCheckpoint(checkpoint: StoredCheckpoint): void;
-  latestCheckpoint(): StoredCheckpoint | undefined;
-  checkpointAt(treeSize: number): StoredCheckpoint | undefined;
+  saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
+  checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
 }
 
 export interface TransparencyLogSettings {
@@ -123,18 +123,18 @@ export class TransparencyLog {
 
   private async publishOnce(): Promise<StoredCheckpoint | undefined> {
     const { repository, signer, clock, logger, settings } = this.options;
-    let treeSize = repository.treeSize();
+    let treeSize = await repository.treeSize();
     for (;;) {
-      const round = repository.sequence(settings.batchLimit);
+      const round = await repository.sequence(settings.batchLimit);
       treeSize = round.treeSize;
       if (round.appended < settings.batchLimit) break;
     }
-    const latest = repository.latestCheckpoint();
+    const latest = await repository.latestCheckpoint();
     if (latest && latest.treeSize >= treeSize) return latest;
-    const rootHash = treeRoot(repository.hashes, treeSize);
+    const rootHash = await withStoredHashes(repository, (hashes) => treeRoot(hashes, treeSize));
     // The stored hashes are the log's memory: before signing, check that they still extend what was signed.
     if (latest && latest.treeSize > 0) {
-      const proof = consistencyProof(repository.hashes, latest.treeSize, treeSize);
+      const proof = await withStoredHashes(repository, (hashes) => consistencyProof(hashes, latest.treeSize, treeSize));
       if (!verifyConsistency(latest.treeSize, treeSize, latest.rootHash, rootHash, proof)) {
         logger.error({ signedSize: latest.treeSize, treeSize }, "stored log hashes do not extend the last checkpoint; not signing");
         throw new InternalError("the transparency log's stored hashes are inconsistent with its last checkpoint");
@@ -143,36 +143,37 @@ export class TransparencyLog {
     const text = checkpointText({ origin: settings.origin, size: treeSize, rootHash });
     const note = await signNote(text, settings.origin, signer.publicKeySpki, (data) => signer.sign(data));
     const checkpoint: StoredCheckpoint = { treeSize, rootHash, note, createdAt: clock.now() };
-    repository.saveCheckpoint(checkpoint);
+    await repository.saveCheckpoint(checkpoint);
     logger.info({ treeSize }, "transparency log checkpoint signed");
-    return repository.checkpointAt(treeSize) ?? checkpoint;
+    return (await repository.checkpointAt(treeSize)) ?? checkpoint;
   }
 
-  latestCheckpoint(principal: Principal): StoredCheckpoint | undefined {
+  async latestCheckpoint(principal: Principal): Promise<StoredCheckpoint | undefined> {
     requireRole(principal, "ADMIN", "AUDITOR");
     return this.options.repository.latestCheckpoint();
   }
 
-  inclusionProof(principal: Principal, requestedSerial: string, treeSize?: number | null): InclusionProofResult {
+  async inclusionProof(principal: Principal, requestedSerial: string, treeSize?: number | null): Promise<InclusionProofResult> {
     requireRole(principal, "ADMIN", "AUDITOR");
     const serial = normaliseSerial(requestedSerial);
     const { repository } = this.options;
-    const checkpoint = this.checkpointFor(treeSize);
-    const leafIndex = repository.leafIndexOfCertificate(serial);
+    const checkpoint = await this.checkpointFor(treeSize);
+    const leafIndex = await repository.leafIndexOfCertificate(serial);
     if (leafIndex === undefined || leafIndex >= checkpoint.treeSize) {
       throw new NotFoundError(
         `certificate ${serial} is not in the tree of ${checkpoint.treeSize} leaves; new certificates are included within ${this.maxMergeDelaySeconds} s`,
       );
     }
-    const entry = repository.entry(leafIndex);
+    const entry = await repository.entry(leafIndex);
     if (!entry) throw new InternalError(`the row of log leaf ${leafIndex} is missing`);
-    return { leafIndex, treeSize: checkpoint.treeSize, entry, hashes: inclusionProof(repository.hashes, leafIndex, checkpoint.treeSize), checkpoint };
+    const hashes = await withStoredHashes(repository, (stored) => inclusionProof(stored, leafIndex, checkpoint.treeSize));
+    return { leafIndex, treeSize: checkpoint.treeSize, entry, hashes, checkpoint };
   }
 
-  consistencyProof(principal: Principal, fromSize: number, toSize: number): ConsistencyProofResult {
+  async consistencyProof(principal: Principal, fromSize: number, toSize: number): Promise<ConsistencyProofResult> {
     requireRole(principal, "ADMIN", "AUDITOR");
     const { repository } = this.options;
-    const latest = repository.latestCheckpoint();
+    const latest = await repository.latestCheckpoint();
     const signedSize = latest?.treeSize ?? 0;
     if (!Number.isSafeInteger(fromSize) || !Number.isSafeInteger(toSize) || fromSize < 1 || fromSize > toSize || toSize > signedSize) {
       throw new BadUserInputError(`need 1 <= fromSize <= toSize <= ${signedSize} (the latest signed tree size)`);
@@ -180,16 +181,20 @@ export class TransparencyLog {
     return {
       fromSize,
       toSize,
-      hashes: consistencyProof(repository.hashes, fromSize, toSize),
-      fromCheckpoint: repository.checkpointAt(fromSize),
-      toCheckpoint: repository.checkpointAt(toSize),
+      hashes: await withStoredHashes(repository, (hashes) => consistencyProof(hashes, fromSize, toSize)),
+      fromCheckpoint: await repository.checkpointAt(fromSize),
+      toCheckpoint: await repository.checkpointAt(toSize),
     };
   }
 
   /** Leaf data of [start, end) for a verifier that recomputes the tree; `end` is capped at the latest checkpoint. */
-  entries(principal: Principal, start: number, end: number | undefined): Iterable<{ readonly leafIndex: number; readonly entry: Buffer | undefined }> {
+  async entries(
+    principal: Principal,
+    start: number,
+    end: number | undefined,
+  ): Promise<AsyncIterable<{ readonly leafIndex: number; readonly entry: Buffer | undefined }>> {
     requireRole(principal, "ADMIN", "AUDITOR");
-    const signedSize = this.options.repository.latestCheckpoint()?.treeSize ?? 0;
+    const signedSize = (await this.options.repository.latestCheckpoint())?.treeSize ?? 0;
     const stop = Math.min(end ?? signedSize, signedSize);
     if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(stop)) {
       throw new BadUserInputError("start and end must be non-negative integers");
@@ -197,15 +202,32 @@ export class TransparencyLog {
     return this.options.repository.entries(start, stop);
   }
 
-  private checkpointFor(treeSize: number | null | undefined): StoredCheckpoint {
+  private async checkpointFor(treeSize: number | null | undefined): Promise<StoredCheckpoint> {
     const { repository } = this.options;
     if (treeSize === undefined || treeSize === null) {
-      const latest = repository.latestCheckpoint();
+      const latest = await repository.latestCheckpoint();
       if (!latest) throw new NotFoundError("the log has not signed a checkpoint yet");
       return latest;
     }
-    const checkpoint = Number.isSafeInteger(treeSize) ? repository.checkpointAt(treeSize) : undefined;
+    const checkpoint = Number.isSafeInteger(treeSize) ? await repository.checkpointAt(treeSize) : undefined;
     if (!checkpoint) throw new BadUserInputError(`the log signed no checkpoint of ${treeSize} leaves`);
     return checkpoint;
   }
 }
+
+/**
+ * Runs a root or proof computation over the stored hashes it needs, fetched in one call: which subtrees a
+ * computation visits depends only on the sizes, so a first pass with placeholder hashes names them.
+ */
+async function withStoredHashes<T>(repository: TransparencyLogRepository, compute: (hashes: SubtreeHashes) => T): Promise<T> {
+  const wanted: SubtreeAddress[] = [];
+  compute({
+    get: (level, index) => {
+      wanted.push({ level, index });
+      return PLACEHOLDER_HASH;
+    },
+  });
+  return compute(await repository.subtreeHashes(wanted));
+}
+
+const PLACEHOLDER_HASH = Buffer.alloc(32);

@@ -12,23 +12,30 @@ export class AuthorityService {
   ) {}
 
   /** Records a CA certificate (after a ceremony or a rotation step). */
-  register(authority: AuthorityRecord): void {
-    this.repository.insert(authority);
+  async register(authority: AuthorityRecord): Promise<void> {
+    await this.repository.insert(authority);
   }
 
-  list(): AuthorityRecord[] {
-    return this.repository.list();
+  async list(): Promise<AuthorityRecord[]> {
+    return await this.repository.list();
   }
 
-  get(id: string): AuthorityRecord | undefined {
-    return this.repository.get(id);
+  async get(id: string): Promise<AuthorityRecord | undefined> {
+    return await this.repository.get(id);
+  }
+
+  /** `trustBundle` from a snapshot of the hierarchy already read (the authority watcher's). */
+  bundleOf(snapshot: { readonly authorities: readonly AuthorityRecord[]; readonly sequence: number }, trustDomain?: string | null): TrustBundle {
+    const domain = trustDomain ?? this.trustDomain;
+    if (domain !== this.trustDomain) return trustBundleOf(domain, [], 0);
+    return trustBundleOf(domain, snapshot.authorities, snapshot.sequence);
   }
 
   /** The bundle of this CA's trust domain; an empty bundle for any other (we federate with none yet). */
-  trustBundle(trustDomain?: string | null): TrustBundle {
-    const domain = trustDomain ?? this.trustDomain;
-    if (domain !== this.trustDomain) return trustBundleOf(domain, [], 0);
-    return trustBundleOf(domain, this.repository.list(), this.repository.bundleSequence());
+  async trustBundle(trustDomain?: string | null): Promise<TrustBundle> {
+    if ((trustDomain ?? this.trustDomain) !== this.trustDomain) return this.bundleOf({ authorities: [], sequence: 0 }, trustDomain);
+    const [authorities, sequence] = await Promise.all([this.repository.list(), this.repository.bundleSequence()]);
+    return this.bundleOf({ authorities, sequence }, trustDomain);
   }
 }
 

@@ -21,20 +21,22 @@ const signatureOf = (snapshot: AuthoritySnapshot): string =>
  * `refresh()`.
  */
 export class AuthorityWatcher {
-  private snapshot: AuthoritySnapshot;
   private signature: string;
   private readonly listeners = new Set<Listener>();
   private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
 
-  constructor(
-    private readonly deps: {
-      readonly repository: AuthorityRepository;
-      readonly logger: Logger;
-      readonly intervalMs: number;
-    },
+  private constructor(
+    private readonly deps: AuthorityWatcherDependencies,
+    private snapshot: AuthoritySnapshot,
   ) {
-    this.snapshot = this.read();
-    this.signature = signatureOf(this.snapshot);
+    this.signature = signatureOf(snapshot);
+  }
+
+  /** A watcher that starts from the hierarchy as it is now. */
+  static async open(deps: AuthorityWatcherDependencies): Promise<AuthorityWatcher> {
+    return new AuthorityWatcher(deps, await readSnapshot(deps.repository));
   }
 
   current(): AuthoritySnapshot {
@@ -48,7 +50,7 @@ export class AuthorityWatcher {
   }
 
   start(): void {
-    this.timer = setInterval(() => this.refresh(), this.deps.intervalMs);
+    this.timer = setInterval(() => void this.refresh(), this.deps.intervalMs);
     this.timer.unref();
   }
 
@@ -57,10 +59,30 @@ export class AuthorityWatcher {
     this.listeners.clear();
   }
 
-  refresh(): void {
+  /**
+   * Reads the hierarchy again and tells the listeners when it changed. Calls made while a read is under way
+   * share one more read after it, so that a change committed just before the call is always seen.
+   */
+  refresh(): Promise<void> {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      do {
+        this.refreshAgain = false;
+        await this.readAndNotify();
+      } while (this.refreshAgain);
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async readAndNotify(): Promise<void> {
     let next: AuthoritySnapshot;
     try {
-      next = this.read();
+      next = await readSnapshot(this.deps.repository);
     } catch (error) {
       this.deps.logger.warn({ err: error }, "could not read the authorities; keeping the last known set");
       return;
@@ -78,8 +100,15 @@ export class AuthorityWatcher {
       }
     }
   }
+}
 
-  private read(): AuthoritySnapshot {
-    return { authorities: this.deps.repository.list(), sequence: this.deps.repository.bundleSequence() };
-  }
+export interface AuthorityWatcherDependencies {
+  readonly repository: AuthorityRepository;
+  readonly logger: Logger;
+  readonly intervalMs: number;
+}
+
+async function readSnapshot(repository: AuthorityRepository): Promise<AuthoritySnapshot> {
+  const [authorities, sequence] = await Promise.all([repository.list(), repository.bundleSequence()]);
+  return { authorities, sequence };
 }

@@ -20,7 +20,7 @@ import {
   certificateFields,
   type NameAttributes,
 } from "./x509/ca-certificates.js";
-import { buildCrlTbs, type CrlEntry } from "./x509/crl.js";
+import { buildCrlTbs, type CrlEntry, type EncodedCrlEntries } from "./x509/crl.js";
 import { assembleSignedStructure } from "./x509/signed.js";
 
 const DAY_MS = 86_400_000;
@@ -172,7 +172,7 @@ export async function createCrl(input: {
   readonly crlNumber: bigint;
   readonly thisUpdate: Date;
   readonly nextUpdate: Date;
-  readonly entries: Iterable<CrlEntry>;
+  readonly entries: Iterable<CrlEntry> | EncodedCrlEntries;
 }): Promise<Buffer> {
   const issuer = certificateFields(input.issuerCertificateDer);
   if (!issuer.subjectPublicKeyInfo.equals(input.signer.publicKeySpki)) {

@@ -19,7 +19,7 @@ export class CertificateOwnership {
     },
   ) {}
 
-  authenticate(der: Buffer | undefined, now: Date, graceSeconds = 0): CertificateRecord {
+  async authenticate(der: Buffer | undefined, now: Date, graceSeconds = 0): Promise<CertificateRecord> {
     if (!der || der.length === 0) {
       throw new UnauthenticatedError("present the current certificate as the TLS client certificate (mutual TLS)");
     }
@@ -29,8 +29,8 @@ export class CertificateOwnership {
     } catch {
       throw new UnauthenticatedError("the client certificate cannot be parsed");
     }
-    const record = this.deps.certificates.get(normaliseSerial(presented.serialNumber.replace(/^0+/, "")), now);
-    const issuer = record && this.deps.authorities.get(record.authorityId);
+    const record = await this.deps.certificates.get(normaliseSerial(presented.serialNumber.replace(/^0+/, "")), now);
+    const issuer = record && (await this.deps.authorities.get(record.authorityId));
     if (!record || !issuer || !record.der.equals(der) || !presented.verify(new X509Certificate(issuer.certificateDer).publicKey)) {
       throw new UnauthenticatedError("the client certificate was not issued by this CA");
     }

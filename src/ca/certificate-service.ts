@@ -17,10 +17,10 @@ export class CertificateService {
   ) {}
 
   /** Admins and auditors read any certificate; a workload presenting a certificate over mutual TLS reads that one. */
-  get(principal: Principal, serial: string, clientCertificate?: Buffer): CertificateRecord | undefined {
+  async get(principal: Principal, serial: string, clientCertificate?: Buffer): Promise<CertificateRecord | undefined> {
     const normalised = normaliseSerial(serial);
     if (principal.kind === "anonymous" && clientCertificate && this.ownership) {
-      const owner = this.ownership.authenticate(clientCertificate, this.clock.now());
+      const owner = await this.ownership.authenticate(clientCertificate, this.clock.now());
       if (owner.serial !== normalised) throw new ForbiddenError("a certificate may read only itself; other reads need an API key");
       return owner;
     }
@@ -28,18 +28,18 @@ export class CertificateService {
     return this.query.get(normalised, this.clock.now());
   }
 
-  list(
+  async list(
     principal: Principal,
     filter: CertificateFilter,
     first: number | null | undefined,
     after: string | null | undefined,
-  ): Page<CertificateRecord> {
+  ): Promise<Page<CertificateRecord>> {
     requireRole(principal, "ADMIN", "AUDITOR");
     return this.query.list(withNormalisedSerial(filter), pageSize(first), after ?? undefined, this.clock.now());
   }
 
   /** The whole matching history, streamed in commit order; nothing is held beyond one chunk. */
-  export(principal: Principal, filter: CertificateFilter): Iterable<CertificateRecord> {
+  export(principal: Principal, filter: CertificateFilter): AsyncIterable<CertificateRecord> {
     requireRole(principal, "ADMIN", "AUDITOR");
     return this.query.iterate(withNormalisedSerial(filter), this.clock.now());
   }

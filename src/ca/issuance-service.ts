@@ -151,7 +151,7 @@ export class IssuanceService {
           }
           planned.push({ index, plan: await this.plan(request, now, context, grant) });
         } catch (error) {
-          outcomes[index] = this.refuse(error, request, context, grant);
+          outcomes[index] = await this.refuse(error, request, context, grant);
         }
       }),
     );
@@ -162,13 +162,16 @@ export class IssuanceService {
       planned.map(({ plan }) => plan.prepared),
       now,
     );
-    const reserved = planned.filter(({ index, plan }, position) => {
+    const reserved: typeof planned = [];
+    for (const [position, { index, plan }] of planned.entries()) {
       const reservation = reservations[position];
-      if (reservation?.ok) return true;
+      if (reservation?.ok) {
+        reserved.push({ index, plan });
+        continue;
+      }
       const refusal = reservationRefusal(reservation, plan.grant.renewal?.predecessorSerial);
-      outcomes[index] = this.refuse(refusal, requests[index] as IssueRequest, context, plan.grant);
-      return false;
-    });
+      outcomes[index] = await this.refuse(refusal, requests[index] as IssueRequest, context, plan.grant);
+    }
 
     const signatures = await Promise.allSettled(reserved.map(({ plan }) => plan.issuer.sign(plan.prepared.tbsDer)));
     const completed = [];
@@ -331,7 +334,7 @@ export class IssuanceService {
     };
     const grant = await check("credential", () => this.deps.authorizer.authorize(request, now));
     // The reservation would refuse a single-use JWT presented again; the dry run reads the same record.
-    if (grant?.consumeJwt && this.deps.ledger.jwtAlreadyUsed(grant.consumeJwt, now)) {
+    if (grant?.consumeJwt && (await this.deps.ledger.jwtAlreadyUsed(grant.consumeJwt, now))) {
       const replayed = reservationRefusal({ ok: false, reason: "JWT_REPLAYED" }, undefined);
       refusals.push({ rule: "credential", code: replayed.code, message: replayed.message });
     }
@@ -371,7 +374,7 @@ export class IssuanceService {
     return requested;
   }
 
-  private refuse(error: unknown, request: IssueRequest, context: RequestContext, grant?: IssuanceGrant): AnchorageError {
+  private async refuse(error: unknown, request: IssueRequest, context: RequestContext, grant?: IssuanceGrant): Promise<AnchorageError> {
     const refusal = asAnchorageError(error);
     if (refusal.code === "INTERNAL") this.deps.logger.error({ err: error }, "issuance failed");
     const event = {
@@ -385,8 +388,8 @@ export class IssuanceService {
     } as const;
     // Without a grant the credential did not check out, and over a limit the caller is refused for asking too
     // often: either way repeating costs the caller nothing, so such refusals are counted, not each recorded.
-    if (grant && refusal.code !== "RATE_LIMITED") this.deps.audit.record(event);
-    else this.deps.audit.recordCountedRefusal(event);
+    if (grant && refusal.code !== "RATE_LIMITED") await this.deps.audit.record(event);
+    else await this.deps.audit.recordCountedRefusal(event);
     return refusal;
   }
 }

@@ -5,7 +5,7 @@ import type { AuthorityRecord } from "./model.js";
 import { createCrl } from "./ceremony.js";
 import { SIGNATURE_HASH_ALGORITHMS } from "./x509/algorithms.js";
 import { certificateFields } from "./x509/ca-certificates.js";
-import type { CrlEntry } from "./x509/crl.js";
+import type { CrlEntry, EncodedCrlEntries } from "./x509/crl.js";
 import { assembleSignedStructure } from "./x509/signed.js";
 import { WorkloadCertificateTemplate } from "./x509/workload-template.js";
 
@@ -68,7 +68,7 @@ export class Issuer {
     readonly crlNumber: bigint;
     readonly thisUpdate: Date;
     readonly nextUpdate: Date;
-    readonly entries: Iterable<CrlEntry>;
+    readonly entries: Iterable<CrlEntry> | EncodedCrlEntries;
   }): Promise<Buffer> {
     return createCrl({ signer: this.signer, issuerCertificateDer: this.authority.certificateDer, ...input });
   }

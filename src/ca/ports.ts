@@ -3,18 +3,24 @@ import type { AuthorityRecord, AuthorityStatus, CertificateFilter, CertificateOr
 
 /** Port for the CA records. Implemented in `src/store`. */
 export interface AuthorityRepository {
-  insert(authority: AuthorityRecord): void;
-  get(id: string): AuthorityRecord | undefined;
-  list(): AuthorityRecord[];
-  setStatus(id: string, status: AuthorityStatus): void;
+  /** Inserts the record, and the audit event when given, in one transaction. */
+  insert(authority: AuthorityRecord, audit?: AuditEvent): Promise<void>;
+  /**
+   * In one transaction: registers `root` unless it is already known, turns the active intermediate (if any)
+   * into a published one, and registers `intermediate` as the active one.
+   */
+  importHierarchy(root: AuthorityRecord, intermediate: AuthorityRecord): Promise<void>;
+  get(id: string): Promise<AuthorityRecord | undefined>;
+  list(): Promise<AuthorityRecord[]>;
+  setStatus(id: string, status: AuthorityStatus): Promise<void>;
   /** Makes `id` the active intermediate and the one active before it `published`, in one transaction. */
-  activate(id: string): void;
+  activate(id: string): Promise<void>;
   /** The current trust bundle version; it goes up whenever the set of published authorities changes. */
-  bundleSequence(): number;
+  bundleSequence(): Promise<number>;
   /** The first bundle version that published `id`. */
-  firstBundleSequenceContaining(id: string): number | undefined;
+  firstBundleSequenceContaining(id: string): Promise<number | undefined>;
   /** The latest notAfter among the certificates `id` signed (issued or being issued). */
-  lastLeafExpiry(id: string): Date | undefined;
+  lastLeafExpiry(id: string): Promise<Date | undefined>;
 }
 
 /** A mesh control plane that installs the trust bundle, registered by an admin, and the last version it acknowledged. */
@@ -33,17 +39,17 @@ export interface TrustBundleConsumer {
 
 export interface TrustBundleConsumerRepository {
   /** Creates the consumer, or rebinds an existing one to `spiffeId` keeping its acknowledged version. */
-  register(consumer: { consumerId: string; spiffeId: string | null; registeredBy: string }, now: Date): TrustBundleConsumer;
+  register(consumer: { consumerId: string; spiffeId: string | null; registeredBy: string }, now: Date): Promise<TrustBundleConsumer>;
   /** Whether a consumer was removed. */
-  unregister(consumerId: string): boolean;
+  unregister(consumerId: string): Promise<boolean>;
   /**
    * Records an acknowledgement of an existing consumer (never creates one); the stored sequence never goes
    * down. Returns the consumer as stored, or undefined when it does not exist.
    */
-  acknowledge(consumerId: string, sequence: number, now: Date): TrustBundleConsumer | undefined;
-  get(consumerId: string): TrustBundleConsumer | undefined;
-  list(): TrustBundleConsumer[];
-  count(): number;
+  acknowledge(consumerId: string, sequence: number, now: Date): Promise<TrustBundleConsumer | undefined>;
+  get(consumerId: string): Promise<TrustBundleConsumer | undefined>;
+  list(): Promise<TrustBundleConsumer[]>;
+  count(): Promise<number>;
 }
 
 /** What is written, atomically, before a certificate is signed. */
@@ -117,14 +123,14 @@ export interface IssuanceLedger {
   complete(items: readonly CompletedIssuance[], now: Date): Promise<void>;
   abandon(items: readonly AbandonedIssuance[], now: Date): Promise<void>;
   /** Whether this single-use JWT already obtained a certificate (read only: for dry runs). */
-  jwtAlreadyUsed(use: JwtUse, now: Date): boolean;
+  jwtAlreadyUsed(use: JwtUse, now: Date): Promise<boolean>;
 }
 
 export interface CertificateQuery {
-  get(serial: string, now: Date): CertificateRecord | undefined;
-  list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord>;
+  get(serial: string, now: Date): Promise<CertificateRecord | undefined>;
+  list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Promise<Page<CertificateRecord>>;
   /** Every match in commit order, read in bounded chunks (for exports of the whole history). */
-  iterate(filter: CertificateFilter, now: Date): Iterable<CertificateRecord>;
+  iterate(filter: CertificateFilter, now: Date): AsyncIterable<CertificateRecord>;
 }
 
 /** The credentials a workload presents for a first certificate. */
@@ -172,5 +178,5 @@ export interface IssuanceAuthorizer {
  * configured), or undefined.
  */
 export interface OriginStanding {
-  refusal(origin: CertificateOrigin, spiffeId: string): string | undefined;
+  refusal(origin: CertificateOrigin, spiffeId: string): Promise<string | undefined>;
 }

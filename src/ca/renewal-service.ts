@@ -43,12 +43,12 @@ export class RenewalService {
   async renew(clientCertificate: Buffer | undefined, request: RenewRequest, context: RequestContext = {}): Promise<IssuedCertificate> {
     let current: CertificateRecord | undefined;
     try {
-      current = this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
-      const refusal = current.origin ? this.deps.origins.refusal(current.origin, current.spiffeId) : undefined;
+      current = await this.deps.ownership.authenticate(clientCertificate, this.deps.clock.now(), this.deps.settings.graceSeconds);
+      const refusal = current.origin ? await this.deps.origins.refusal(current.origin, current.spiffeId) : undefined;
       if (refusal) throw new ForbiddenError(`certificate ${current.serial} can no longer renew: ${refusal}`);
     } catch (error) {
       if (error instanceof AnchorageError) {
-        this.deps.audit.recordCountedRefusal({
+        await this.deps.audit.recordCountedRefusal({
           type: "issuance.refused",
           actor: current ? `certificate:${current.serial}` : clientCertificate ? "certificate:unverified" : "anonymous",
           ...(current ? { subject: current.spiffeId } : {}),

@@ -59,9 +59,9 @@ export class RotationService {
 
   /** Pushes the trust bundle of `trustDomain` to `listener` whenever it changes; returns the unsubscribe function. */
   watchTrustBundle(trustDomain: string | null | undefined, listener: (bundle: TrustBundle) => void): () => void {
-    let last = this.deps.authorities.trustBundle(trustDomain).sequence;
-    return this.deps.watcher.subscribe(() => {
-      const bundle = this.deps.authorities.trustBundle(trustDomain);
+    let last = this.deps.authorities.bundleOf(this.deps.watcher.current(), trustDomain).sequence;
+    return this.deps.watcher.subscribe((snapshot) => {
+      const bundle = this.deps.authorities.bundleOf(snapshot, trustDomain);
       if (bundle.sequence === last) return;
       last = bundle.sequence;
       listener(bundle);
@@ -73,16 +73,16 @@ export class RotationService {
    * it (none: only admins may). Admin. Only admins create consumers, so strangers cannot fill the bounded table
    * or hold retirements back with made-up ones; the acknowledged version of an existing consumer is kept.
    */
-  registerConsumer(principal: Principal, input: { consumerId: string; spiffeId?: string | null }, remoteAddress?: string): ConsumerStatus {
+  async registerConsumer(principal: Principal, input: { consumerId: string; spiffeId?: string | null }, remoteAddress?: string): Promise<ConsumerStatus> {
     requireRole(principal, "ADMIN");
     checkConsumerId(input.consumerId);
     const spiffeId = input.spiffeId == null ? null : parseIdentityInput(input.spiffeId, [], this.deps.trustDomain).spiffeId;
-    const existing = this.deps.consumers.get(input.consumerId);
-    if (!existing && this.deps.consumers.count() >= this.deps.maxConsumers) {
+    const existing = await this.deps.consumers.get(input.consumerId);
+    if (!existing && await this.deps.consumers.count() >= this.deps.maxConsumers) {
       throw new PolicyViolationError(`this CA tracks at most ${this.deps.maxConsumers} trust bundle consumers: unregister one first`);
     }
-    const stored = this.deps.consumers.register({ consumerId: input.consumerId, spiffeId, registeredBy: actorOf(principal) }, this.deps.clock.now());
-    this.deps.audit.record({
+    const stored = await this.deps.consumers.register({ consumerId: input.consumerId, spiffeId, registeredBy: actorOf(principal) }, this.deps.clock.now());
+    await this.deps.audit.record({
       type: "consumer.registered",
       actor: actorOf(principal),
       outcome: "success",
@@ -90,17 +90,17 @@ export class RotationService {
       ...(remoteAddress ? { remoteAddress } : {}),
       details: { spiffeId, previousSpiffeId: existing ? existing.spiffeId : null, existed: existing !== undefined },
     });
-    return this.status(stored, this.requiredSequence());
+    return this.status(stored, await this.requiredSequence());
   }
 
   /** Removes a consumer: retirements stop waiting for it and nobody can acknowledge for it any more. Admin. */
-  unregisterConsumer(principal: Principal, consumerId: string, remoteAddress?: string): void {
+  async unregisterConsumer(principal: Principal, consumerId: string, remoteAddress?: string): Promise<void> {
     requireRole(principal, "ADMIN");
-    const existing = this.deps.consumers.get(consumerId);
-    if (!existing || !this.deps.consumers.unregister(consumerId)) {
+    const existing = await this.deps.consumers.get(consumerId);
+    if (!existing || !await this.deps.consumers.unregister(consumerId)) {
       throw new NotFoundError(`no trust bundle consumer with id ${JSON.stringify(consumerId.slice(0, 128))}`);
     }
-    this.deps.audit.record({
+    await this.deps.audit.record({
       type: "consumer.unregistered",
       actor: actorOf(principal),
       outcome: "success",
@@ -117,25 +117,25 @@ export class RotationService {
    * same FORBIDDEN, so that workloads cannot probe which consumers exist. Every acknowledgement, and every
    * refusal of an authenticated caller, is an audit event.
    */
-  acknowledge(principal: Principal, clientCertificate: Buffer | undefined, consumerId: string, sequence: number, remoteAddress?: string): TrustBundleConsumer {
+  async acknowledge(principal: Principal, clientCertificate: Buffer | undefined, consumerId: string, sequence: number, remoteAddress?: string): Promise<TrustBundleConsumer> {
     const now = this.deps.clock.now();
     let caller: CertificateRecord | undefined;
     if (principal.kind === "apiKey" || !clientCertificate) requireRole(principal, "ADMIN");
-    else caller = this.deps.ownership.authenticate(clientCertificate, now);
+    else caller = await this.deps.ownership.authenticate(clientCertificate, now);
     const actor = caller ? `certificate:${caller.serial}` : actorOf(principal);
     const audited = { actor, subject: consumerId.slice(0, 128), ...(remoteAddress ? { remoteAddress } : {}) };
     try {
       checkConsumerId(consumerId);
-      const consumer = this.deps.consumers.get(consumerId);
+      const consumer = await this.deps.consumers.get(consumerId);
       if (!consumer || (caller && consumer.spiffeId !== caller.spiffeId)) throw notAllowedFor(consumerId);
-      const current = this.deps.repository.bundleSequence();
+      const current = await this.deps.repository.bundleSequence();
       if (!Number.isInteger(sequence) || sequence < 1 || sequence > current) {
         throw new BadUserInputError(`sequence must be a published bundle version, 1 to ${current}`);
       }
       // Undefined when an admin unregistered the consumer in between.
-      const stored = this.deps.consumers.acknowledge(consumerId, sequence, now);
+      const stored = await this.deps.consumers.acknowledge(consumerId, sequence, now);
       if (!stored) throw notAllowedFor(consumerId);
-      this.deps.audit.record({
+      await this.deps.audit.record({
         type: "consumer.acknowledged",
         outcome: "success",
         ...audited,
@@ -145,7 +145,7 @@ export class RotationService {
       return stored;
     } catch (error) {
       if (error instanceof AnchorageError) {
-        this.deps.audit.record({
+        await this.deps.audit.record({
           type: "consumer.acknowledgement_refused",
           outcome: "failure",
           code: error.code,
@@ -157,13 +157,13 @@ export class RotationService {
     }
   }
 
-  consumers(principal: Principal): { currentSequence: number; requiredSequence: number; consumers: ConsumerStatus[] } {
+  async consumers(principal: Principal): Promise<{ currentSequence: number; requiredSequence: number; consumers: ConsumerStatus[] }> {
     requireRole(principal, "ADMIN");
-    const requiredSequence = this.requiredSequence();
+    const requiredSequence = await this.requiredSequence();
     return {
-      currentSequence: this.deps.repository.bundleSequence(),
+      currentSequence: await this.deps.repository.bundleSequence(),
       requiredSequence,
-      consumers: this.deps.consumers.list().map((consumer) => this.status(consumer, requiredSequence)),
+      consumers: (await this.deps.consumers.list()).map((consumer) => this.status(consumer, requiredSequence)),
     };
   }
 
@@ -174,7 +174,7 @@ export class RotationService {
   /** Makes a published intermediate the one that issues, in every service process. Idempotent. */
   async activate(principal: Principal, id: string, remoteAddress?: string): Promise<AuthorityRecord> {
     requireRole(principal, "ADMIN");
-    const authority = this.intermediate(id);
+    const authority = await this.intermediate(id);
     if (authority.status === "active") return authority;
     if (authority.status !== "published") throw new PolicyViolationError(`intermediate ${id} is retired and cannot issue again`);
     const now = this.deps.clock.now();
@@ -183,9 +183,9 @@ export class RotationService {
     }
     // Refuses before anything changes if the token does not hold the certificate's key.
     await this.deps.issuers.load(authority);
-    const previous = this.deps.repository.list().find((candidate) => candidate.kind === "intermediate" && candidate.status === "active");
-    this.deps.repository.activate(id);
-    this.deps.audit.record({
+    const previous = (await this.deps.repository.list()).find((candidate) => candidate.kind === "intermediate" && candidate.status === "active");
+    await this.deps.repository.activate(id);
+    await this.deps.audit.record({
       type: "authority.activated",
       actor: actorOf(principal),
       outcome: "success",
@@ -193,27 +193,27 @@ export class RotationService {
       ...(remoteAddress ? { remoteAddress } : {}),
       details: { previous: previous?.id ?? null },
     });
-    this.deps.watcher.refresh();
+    await this.deps.watcher.refresh();
     await this.deps.issuers.update(this.deps.watcher.current().authorities);
-    return this.intermediate(id);
+    return await this.intermediate(id);
   }
 
   /**
    * Takes an intermediate out of the bundle. Refused while certificates it signed are still valid, and, unless
    * `force`, while a known consumer has not acknowledged a bundle with the intermediate that replaced it.
    */
-  retire(principal: Principal, id: string, force: boolean, remoteAddress?: string): AuthorityRecord {
+  async retire(principal: Principal, id: string, force: boolean, remoteAddress?: string): Promise<AuthorityRecord> {
     requireRole(principal, "ADMIN");
-    const authority = this.intermediate(id);
+    const authority = await this.intermediate(id);
     if (authority.status === "retired") return authority;
     if (authority.status === "active") throw new PolicyViolationError(`intermediate ${id} is the active one: activate its successor first`);
     const now = this.deps.clock.now();
-    const lastExpiry = this.deps.repository.lastLeafExpiry(id);
+    const lastExpiry = await this.deps.repository.lastLeafExpiry(id);
     if (lastExpiry && lastExpiry.getTime() > now.getTime()) {
       throw new PolicyViolationError(`certificates signed by ${id} are valid until ${lastExpiry.toISOString()}; it stays published until then`);
     }
-    const required = this.requiredSequence();
-    const lagging = this.deps.consumers.list().filter((consumer) => consumer.acknowledgedSequence < required);
+    const required = await this.requiredSequence();
+    const lagging = (await this.deps.consumers.list()).filter((consumer) => consumer.acknowledgedSequence < required);
     if (lagging.length > 0 && !force) {
       throw new PolicyViolationError(
         `${lagging.length} trust bundle consumer(s) have not acknowledged bundle ${required} or later: ${lagging
@@ -222,8 +222,8 @@ export class RotationService {
           .join(", ")}; retry when they have, or force`,
       );
     }
-    this.deps.repository.setStatus(id, "retired");
-    this.deps.audit.record({
+    await this.deps.repository.setStatus(id, "retired");
+    await this.deps.audit.record({
       type: "authority.retired",
       actor: actorOf(principal),
       outcome: "success",
@@ -231,8 +231,8 @@ export class RotationService {
       ...(remoteAddress ? { remoteAddress } : {}),
       details: { forced: lagging.length > 0, laggingConsumers: lagging.map((consumer) => consumer.consumerId).slice(0, 100) },
     });
-    this.deps.watcher.refresh();
-    return this.intermediate(id);
+    await this.deps.watcher.refresh();
+    return await this.intermediate(id);
   }
 
   /**
@@ -240,17 +240,17 @@ export class RotationService {
    * consumer has the bundle with its successor. Never forces; an intermediate that never issued is left alone
    * (it is waiting to be activated). Returns the ids retired.
    */
-  retireExpired(): string[] {
+  async retireExpired(): Promise<string[]> {
     const now = this.deps.clock.now();
-    const required = this.requiredSequence();
-    if (this.deps.consumers.list().some((consumer) => consumer.acknowledgedSequence < required)) return [];
+    const required = await this.requiredSequence();
+    if ((await this.deps.consumers.list()).some((consumer) => consumer.acknowledgedSequence < required)) return [];
     const retired: string[] = [];
-    for (const authority of this.deps.repository.list()) {
+    for (const authority of await this.deps.repository.list()) {
       if (authority.kind !== "intermediate" || authority.status !== "published") continue;
-      const lastExpiry = this.deps.repository.lastLeafExpiry(authority.id);
+      const lastExpiry = await this.deps.repository.lastLeafExpiry(authority.id);
       if (!lastExpiry || lastExpiry.getTime() > now.getTime()) continue;
-      this.deps.repository.setStatus(authority.id, "retired");
-      this.deps.audit.record({
+      await this.deps.repository.setStatus(authority.id, "retired");
+      await this.deps.audit.record({
         type: "authority.retired",
         actor: "system",
         outcome: "success",
@@ -260,18 +260,18 @@ export class RotationService {
       this.deps.logger.info({ authorityId: authority.id }, "intermediate retired: its last certificate has expired");
       retired.push(authority.id);
     }
-    if (retired.length > 0) this.deps.watcher.refresh();
+    if (retired.length > 0) await this.deps.watcher.refresh();
     return retired;
   }
 
   /** The bundle version every consumer needs before an old intermediate goes: the first one with the active intermediate. */
-  private requiredSequence(): number {
-    const active = this.deps.repository.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
-    return (active && this.deps.repository.firstBundleSequenceContaining(active.id)) ?? this.deps.repository.bundleSequence();
+  private async requiredSequence(): Promise<number> {
+    const active = (await this.deps.repository.list()).find((authority) => authority.kind === "intermediate" && authority.status === "active");
+    return (active && await this.deps.repository.firstBundleSequenceContaining(active.id)) ?? await this.deps.repository.bundleSequence();
   }
 
-  private intermediate(id: string): AuthorityRecord {
-    const authority = this.deps.repository.get(id);
+  private async intermediate(id: string): Promise<AuthorityRecord> {
+    const authority = await this.deps.repository.get(id);
     if (!authority || authority.kind !== "intermediate") throw new NotFoundError(`no intermediate authority with id ${JSON.stringify(id.slice(0, 80))}`);
     return authority;
   }

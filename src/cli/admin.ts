@@ -40,7 +40,8 @@ import { Pkcs11KeyStore } from "../signer/pkcs11/pkcs11-key-store.js";
 import type { CurveName } from "../signer/signer.js";
 import { SqliteAuthorityRepository } from "../store/authority-repository.js";
 import { SqliteCrlRepository } from "../store/crl-repository.js";
-import { inTransaction, openDatabase } from "../store/database.js";
+import { openDatabase } from "../store/database.js";
+import type { StoredCrl } from "../revocation/ports.js";
 import { developmentHsmSettings } from "./development-bootstrap.js";
 
 const { positionals, values } = parseArgs({
@@ -95,7 +96,8 @@ async function intermediateCsr(config: Config): Promise<void> {
   }
 }
 
-function storeCrl(crls: SqliteCrlRepository, root: { id: string; certificateDer: Buffer }, path: string): void {
+/** The root's CRL read from `path`, checked to be the root's and numbered, ready to store. */
+function rootCrlOf(root: { id: string; certificateDer: Buffer }, path: string): StoredCrl {
   const der = readFileSync(path);
   const crl = new X509Crl(new Uint8Array(der));
   const issuer = certificateFields(root.certificateDer);
@@ -107,7 +109,7 @@ function storeCrl(crls: SqliteCrlRepository, root: { id: string; certificateDer:
   const value = new Uint8Array(numberExtension.value);
   const element = readTlv(value, 0);
   const crlNumber = BigInt(`0x${Buffer.from(value.subarray(element.contentStart, element.end)).toString("hex") || "0"}`);
-  crls.save({ authorityId: root.id, crlNumber, der, thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate ?? crl.thisUpdate });
+  return { authorityId: root.id, crlNumber, der, thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate ?? crl.thisUpdate };
 }
 
 async function importAuthorities(config: Config): Promise<void> {
@@ -122,17 +124,10 @@ async function importAuthorities(config: Config): Promise<void> {
   await checkKeyMatches(config, keyLabel, intermediate.certificateDer);
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   try {
-    const repository = new SqliteAuthorityRepository(db);
-    const authorities = new AuthorityService(repository, config.trustDomain);
-    const crls = new SqliteCrlRepository(db);
-    inTransaction(db, () => {
-      if (!authorities.get(root.id)) authorities.register(root);
-      for (const existing of authorities.list()) {
-        if (existing.kind === "intermediate" && existing.status === "active") repository.setStatus(existing.id, "published");
-      }
-      authorities.register(intermediate);
-      if (values["root-crl"]) storeCrl(crls, root, values["root-crl"]);
-    });
+    // Read and checked before anything is written, so that a bad CRL file leaves the hierarchy as it was.
+    const rootCrl = values["root-crl"] ? rootCrlOf(root, values["root-crl"]) : undefined;
+    await new SqliteAuthorityRepository(db).importHierarchy(root, intermediate);
+    if (rootCrl) await new SqliteCrlRepository(db).save(rootCrl);
     console.log(`registered root ${root.id} and active intermediate ${intermediate.id}; restart the service to issue with it`);
   } finally {
     db.close();
@@ -146,23 +141,17 @@ async function publishIntermediate(config: Config): Promise<void> {
   try {
     const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
     const issuerName = certificateFields(certificateDer).issuerNameDer;
-    const root = authorities
-      .list()
-      .find((authority) => authority.kind === "root" && authority.status !== "retired" && certificateFields(authority.certificateDer).subjectNameDer.equals(issuerName));
+    const root = (await authorities.list()).find((authority) => authority.kind === "root" && authority.status !== "retired" && certificateFields(authority.certificateDer).subjectNameDer.equals(issuerName));
     if (!root) throw new UsageError("the intermediate was not issued by a registered root");
     const intermediate = authorityRecordOf(certificateDer, { kind: "intermediate", status: "published", keyLabel, parentId: root.id, createdAt: new Date() });
-    if (authorities.get(intermediate.id)) throw new UsageError(`intermediate ${intermediate.id} is already registered`);
+    if (await authorities.get(intermediate.id)) throw new UsageError(`intermediate ${intermediate.id} is already registered`);
     await checkKeyMatches(config, keyLabel, certificateDer);
-    const audit = new AuditLog(new SqliteAuditEventRepository(db), systemClock, silentLogger);
-    inTransaction(db, () => {
-      authorities.register(intermediate);
-      audit.record({
-        type: "authority.published",
-        actor: `operator:${userInfo().username}`,
-        outcome: "success",
-        subject: intermediate.id,
-        details: { keyLabel, parentId: root.id, notAfter: intermediate.notAfter.toISOString() },
-      });
+    await new SqliteAuthorityRepository(db).insert(intermediate, {
+      type: "authority.published",
+      actor: `operator:${userInfo().username}`,
+      outcome: "success",
+      subject: intermediate.id,
+      details: { keyLabel, parentId: root.id, notAfter: intermediate.notAfter.toISOString() },
     });
     console.log(`published intermediate ${intermediate.id} (in the trust bundle, not issuing); activate it with activateAuthority`);
   } finally {
@@ -183,22 +172,22 @@ async function checkKeyMatches(config: Config, keyLabel: string, certificateDer:
   }
 }
 
-function importRootCrl(config: Config): void {
+async function importRootCrl(config: Config): Promise<void> {
   const path = required("root-crl");
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   try {
     const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
     const crl = new X509Crl(new Uint8Array(readFileSync(path)));
-    const root = authorities.list().find((authority) => authority.kind === "root" && Buffer.from(crl.issuerName.toArrayBuffer()).equals(certificateFields(authority.certificateDer).subjectNameDer));
+    const root = (await authorities.list()).find((authority) => authority.kind === "root" && Buffer.from(crl.issuerName.toArrayBuffer()).equals(certificateFields(authority.certificateDer).subjectNameDer));
     if (!root) throw new UsageError("no registered root issued this CRL");
-    storeCrl(new SqliteCrlRepository(db), root, path);
+    await new SqliteCrlRepository(db).save(rootCrlOf(root, path));
     console.log(`root CRL for ${root.id} stored`);
   } finally {
     db.close();
   }
 }
 
-function createApiKey(config: Config): void {
+async function createApiKey(config: Config): Promise<void> {
   const name = values.name;
   if (!name) throw new UsageError("--name is required");
   const role = values.role;
@@ -208,7 +197,7 @@ function createApiKey(config: Config): void {
   const db = openDatabase(join(config.dataDir, "anchorage.db"));
   try {
     const audit = new AuditLog(new SqliteAuditEventRepository(db), systemClock, silentLogger);
-    const created = new ApiKeyService(new SqliteApiKeyRepository(db), audit, systemClock).create("bootstrap", {
+    const created = await new ApiKeyService(new SqliteApiKeyRepository(db), audit, systemClock).create("bootstrap", {
       name,
       role,
       expiresInSeconds: lifetime === undefined ? null : Number(lifetime),

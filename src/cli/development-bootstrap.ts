@@ -118,7 +118,7 @@ export async function ensureDevelopmentAuthorities(deps: {
   readonly logger: Logger;
 }): Promise<void> {
   const { config, hsm, keyStore, authorities, crls, clock, logger } = deps;
-  if (authorities.list().length > 0) return;
+  if ((await authorities.list()).length > 0) return;
   if (!existsSync(hsm.rootPinFile)) {
     throw new ConfigError(`no authorities are registered and the root token PIN (${hsm.rootPinFile}) is gone: start from an empty data folder`);
   }
@@ -156,11 +156,11 @@ export async function ensureDevelopmentAuthorities(deps: {
     parentId: root.id,
     createdAt: now,
   });
-  authorities.register(root);
-  authorities.register(intermediate);
+  await authorities.register(root);
+  await authorities.register(intermediate);
   const crlDer = readFileSync(crlPath);
   const crl = new X509Crl(new Uint8Array(crlDer));
-  crls.save({
+  await crls.save({
     authorityId: root.id,
     crlNumber: 1n,
     der: crlDer,
@@ -171,9 +171,9 @@ export async function ensureDevelopmentAuthorities(deps: {
 }
 
 /** The first admin API key, written once to `<data>/admin-api-key` (mode 0600); the database keeps its hash. */
-export function ensureAdminKey(apiKeys: ApiKeyService, dataDir: string, logger: Logger): void {
-  if (apiKeys.count() > 0) return;
-  const created = apiKeys.create("bootstrap", { name: "bootstrap admin", role: "ADMIN" });
+export async function ensureAdminKey(apiKeys: ApiKeyService, dataDir: string, logger: Logger): Promise<void> {
+  if ((await apiKeys.count()) > 0) return;
+  const created = await apiKeys.create("bootstrap", { name: "bootstrap admin", role: "ADMIN" });
   const path = join(dataDir, "admin-api-key");
   writeFileSync(path, `${created.key}\n`, { mode: 0o600 });
   logger.info({ path, keyId: created.id }, "admin API key written (shown once; only its hash is stored)");

@@ -9,7 +9,7 @@ import type { Principal } from "../policy/principal.js";
 const LINES_PER_WRITE = 500;
 
 /** Writes lines in batches, waiting for the socket to drain so a slow reader never makes us buffer the history. */
-async function streamLines(response: ServerResponse, lines: Iterable<string>): Promise<void> {
+async function streamLines(response: ServerResponse, lines: AsyncIterable<string>): Promise<void> {
   let batch: string[] = [];
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return;
@@ -17,7 +17,7 @@ async function streamLines(response: ServerResponse, lines: Iterable<string>): P
     batch = [];
     if (!response.write(chunk)) await once(response, "drain");
   };
-  for (const line of lines) {
+  for await (const line of lines) {
     if (response.destroyed) return;
     batch.push(line);
     if (batch.length >= LINES_PER_WRITE) await flush();
@@ -94,9 +94,9 @@ function csvField(value: string | null): string {
   return /[",\r\n]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
-function* certificateLines(records: Iterable<CertificateRecord>, format: "ndjson" | "csv", now: Date): Generator<string> {
+async function* certificateLines(records: AsyncIterable<CertificateRecord>, format: "ndjson" | "csv", now: Date): AsyncGenerator<string> {
   if (format === "csv") yield `${CSV_COLUMNS.join(",")}\r\n`;
-  for (const record of records) {
+  for await (const record of records) {
     const fields = exportFields(record, now);
     if (format === "csv") {
       yield `${CSV_COLUMNS.map((column) => csvField(fields[column])).join(",")}\r\n`;
@@ -135,12 +135,12 @@ function nonNegativeInteger(value: string | null, name: string): number | undefi
 export async function exportLogEntries(response: ServerResponse, url: URL, services: Services, principal: Principal): Promise<void> {
   const start = nonNegativeInteger(url.searchParams.get("start"), "start") ?? 0;
   const end = nonNegativeInteger(url.searchParams.get("end"), "end");
-  const entries = services.transparencyLog.entries(principal, start, end);
+  const entries = await services.transparencyLog.entries(principal, start, end);
   response.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
   await streamLines(
     response,
-    (function* () {
-      for (const { entry } of entries) yield `${entry ? entry.toString("utf8") : "null"}\n`;
+    (async function* () {
+      for await (const { entry } of entries) yield `${entry ? entry.toString("utf8") : "null"}\n`;
     })(),
   );
 }

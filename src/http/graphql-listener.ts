@@ -63,7 +63,7 @@ const EXPORTS: Record<string, Exporter> = {
 
 const HTTP_STATUS: Partial<Record<string, number>> = { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 };
 
-function principalOf(request: IncomingMessage, services: Services, remoteAddress: string | undefined): Principal {
+async function principalOf(request: IncomingMessage, services: Services, remoteAddress: string | undefined): Promise<Principal> {
   const header = request.headers.authorization;
   if (header === undefined) return ANONYMOUS;
   const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
@@ -95,7 +95,7 @@ export function createGraphQLListener(options: {
     const addressRefusal = await services.rateLimits.addressRefusal(remoteAddress);
     let principal: Principal;
     try {
-      principal = principalOf(request, services, remoteAddress);
+      principal = await principalOf(request, services, remoteAddress);
     } catch (error) {
       if (addressRefusal) {
         sendRateLimited(response, addressRefusal);

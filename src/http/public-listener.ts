@@ -10,7 +10,7 @@ import { MAX_OCSP_REQUEST_BYTES, ocspRequestDerOfPath } from "./ocsp-request.js"
 import type { Logger } from "../common/logger.js";
 import type { Readiness } from "./readiness.js";
 import { certificateToPem } from "../common/pem.js";
-import type { CrlRepository } from "../revocation/ports.js";
+import type { CrlRepository, StoredCrl } from "../revocation/ports.js";
 
 /** The OCSP side of the listener: one DER request in, one DER response out (never throws). */
 export interface OcspEndpoint {
@@ -99,6 +99,22 @@ function publicSite(options: PublicListenerOptions, observers: ListenerObservers
     send(response, 200, headers["content-type"] as string, answer.der, headers);
   };
 
+  // What each CRL was when last read, served while the database cannot be read: a CRL is valid until its
+  // nextUpdate wherever it comes from, and relying parties need it most when something is wrong.
+  const crlsServed = new Map<string, StoredCrl>();
+  const lastKnownCrl = async (authorityId: string): Promise<StoredCrl | undefined> => {
+    try {
+      const crl = await crls.get(authorityId);
+      if (crl) crlsServed.set(authorityId, crl);
+      return crl;
+    } catch (error) {
+      const known = crlsServed.get(authorityId);
+      if (!known) throw error;
+      logger.warn({ err: error, authorityId }, "CRL served from memory: the database cannot be read");
+      return known;
+    }
+  };
+
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const rawPath = request.url ?? "/";
     if (rawPath === "/ocsp" || rawPath.startsWith("/ocsp/") || rawPath.startsWith("//ocsp")) {
@@ -121,25 +137,25 @@ function publicSite(options: PublicListenerOptions, observers: ListenerObservers
       return;
     }
     if (path === "/bundle.pem") {
-      const bundle = authorities.trustBundle();
+      const bundle = await authorities.trustBundle();
       const pem = [...bundle.roots, ...bundle.intermediates].map((ca) => certificateToPem(ca.certificateDer)).join("");
       send(response, 200, "application/x-pem-file", pem, { "cache-control": "max-age=60" });
       return;
     }
     if (path === "/bundle") {
-      send(response, 200, "application/json", spiffeBundleJson(authorities.trustBundle()), { "cache-control": "max-age=60" });
+      send(response, 200, "application/json", spiffeBundleJson(await authorities.trustBundle()), { "cache-control": "max-age=60" });
       return;
     }
     const match = AUTHORITY_FILE.exec(path);
     if (match && match[1] === "ca" && match[3] === "crt") {
-      const authority = authorities.get(match[2] as string);
+      const authority = await authorities.get(match[2] as string);
       if (authority) {
         send(response, 200, "application/pkix-cert", authority.certificateDer, { "cache-control": "max-age=3600" });
         return;
       }
     }
     if (match && match[1] === "crl" && match[3] === "crl") {
-      const crl = crls.get(match[2] as string);
+      const crl = await lastKnownCrl(match[2] as string);
       if (crl) {
         send(response, 200, "application/pkix-crl", crl.der, {
           "last-modified": crl.thisUpdate.toUTCString(),

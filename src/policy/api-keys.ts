@@ -31,10 +31,10 @@ export class ApiKeyService {
    * Resolves a bearer key to its principal. Unknown and revoked keys are the same failure to the caller; an
    * expired key says so, since only its holder can present it and the fix (a new key) differs.
    */
-  authenticate(bearer: string, remoteAddress?: string): Principal {
-    const record = this.repository.findByHash(hashSecret(bearer));
+  async authenticate(bearer: string, remoteAddress?: string): Promise<Principal> {
+    const record = await this.repository.findByHash(hashSecret(bearer));
     if (record && !record.revokedAt && record.expiresAt && record.expiresAt.getTime() <= this.clock.now().getTime()) {
-      this.audit.record({
+      await this.audit.record({
         type: "authentication.failed",
         actor: "anonymous",
         outcome: "failure",
@@ -46,7 +46,7 @@ export class ApiKeyService {
       throw new UnauthenticatedError(`the API key expired at ${record.expiresAt.toISOString()}: ask an admin for a new one`);
     }
     if (!record || record.revokedAt) {
-      this.audit.recordCountedRefusal({
+      await this.audit.recordCountedRefusal({
         type: "authentication.failed",
         actor: "anonymous",
         outcome: "failure",
@@ -60,7 +60,7 @@ export class ApiKeyService {
   }
 
   /** `expiresInSeconds`: the key's lifetime, up to a year; without it the key lasts until revoked. */
-  create(principal: Principal | "bootstrap", input: { name: string; role: ApiKeyRole; expiresInSeconds?: number | null }): CreatedApiKey {
+  async create(principal: Principal | "bootstrap", input: { name: string; role: ApiKeyRole; expiresInSeconds?: number | null }): Promise<CreatedApiKey> {
     if (principal !== "bootstrap") requireRole(principal, "ADMIN");
     const name = input.name.trim();
     if (name.length === 0 || name.length > 100) {
@@ -74,7 +74,7 @@ export class ApiKeyService {
     const id = generateId("key");
     const now = this.clock.now();
     const expiresAt = lifetime == null ? null : new Date(now.getTime() + lifetime * 1000);
-    this.repository.insert({
+    await this.repository.insert({
       id,
       name,
       role: input.role,
@@ -83,7 +83,7 @@ export class ApiKeyService {
       revokedAt: null,
       expiresAt,
     });
-    this.audit.record({
+    await this.audit.record({
       type: "apikey.created",
       actor: principal === "bootstrap" ? "system" : actorOf(principal),
       outcome: "success",
@@ -93,19 +93,19 @@ export class ApiKeyService {
     return { id, name, role: input.role, key, expiresAt };
   }
 
-  list(principal: Principal): ApiKeyRecord[] {
+  async list(principal: Principal): Promise<ApiKeyRecord[]> {
     requireRole(principal, "ADMIN");
-    return this.repository.list();
+    return await this.repository.list();
   }
 
   /** Revokes a key; revoking again returns it unchanged. An admin may revoke its own key (and is then locked out). */
-  revoke(principal: Principal, id: string, remoteAddress?: string): ApiKeyRecord {
+  async revoke(principal: Principal, id: string, remoteAddress?: string): Promise<ApiKeyRecord> {
     requireRole(principal, "ADMIN");
-    const existing = this.repository.get(id);
+    const existing = await this.repository.get(id);
     if (!existing) throw new NotFoundError(`no API key with id ${JSON.stringify(id.slice(0, 64))}`);
     if (existing.revokedAt) return existing;
-    this.repository.revoke(id, this.clock.now());
-    this.audit.record({
+    await this.repository.revoke(id, this.clock.now());
+    await this.audit.record({
       type: "apikey.revoked",
       actor: actorOf(principal),
       outcome: "success",
@@ -113,11 +113,11 @@ export class ApiKeyService {
       ...(remoteAddress ? { remoteAddress } : {}),
       details: { name: existing.name, role: existing.role },
     });
-    return this.repository.get(id) as ApiKeyRecord;
+    return await this.repository.get(id) as ApiKeyRecord;
   }
 
-  count(): number {
-    return this.repository.count();
+  async count(): Promise<number> {
+    return await this.repository.count();
   }
 }
 

@@ -31,7 +31,7 @@ export class CredentialAuthorizer implements IssuanceAuthorizer {
     const origin = (registrationId: string | null, maxTtlSeconds: number) =>
       ({ kind: "jwt", issuer: attestation.issuer, subject: attestation.subject, registrationId, maxTtlSeconds }) as const;
     // A registration for this exact subject says which identity it obtains, instead of the claim template.
-    const registration = this.registrations.findByJwt(attestation.issuer, attestation.subject);
+    const registration = await this.registrations.findByJwt(attestation.issuer, attestation.subject);
     if (registration) {
       const maxTtlSeconds = Math.min(registration.maxTtlSeconds, attestation.maxTtlSeconds);
       return {

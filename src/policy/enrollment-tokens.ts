@@ -54,10 +54,10 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
     private readonly registrations?: Pick<RegistrationRepository, "get">,
   ) {}
 
-  create(principal: Principal, input: CreateEnrollmentTokenInput): CreatedEnrollmentToken {
+  async create(principal: Principal, input: CreateEnrollmentTokenInput): Promise<CreatedEnrollmentToken> {
     requireRole(principal, "ADMIN");
     const { spiffeId, dnsNames: requestedDnsNames } = parseIdentityInput(input.spiffeId, input.dnsNames, this.settings.trustDomain);
-    const registration = input.registrationId ? this.registrations?.get(input.registrationId) : undefined;
+    const registration = input.registrationId ? await this.registrations?.get(input.registrationId) : undefined;
     if (input.registrationId && !registration) throw new NotFoundError(`no registration with id ${JSON.stringify(input.registrationId.slice(0, 64))}`);
     if (registration && registration.spiffeId !== spiffeId) {
       throw new BadUserInputError(`registration ${registration.id} is for ${registration.spiffeId}, not ${spiffeId}`);
@@ -89,8 +89,8 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
       createdAt: now,
       registrationId: registration?.id ?? null,
     };
-    this.repository.insert(record);
-    this.audit.record({
+    await this.repository.insert(record);
+    await this.audit.record({
       type: "token.created",
       actor: actorOf(principal),
       outcome: "success",
@@ -104,13 +104,13 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
    * Voids a token: its remaining uses are taken away at once, so it obtains nothing more, and the certificates
    * it obtained can no longer renew. Idempotent.
    */
-  revoke(principal: Principal, id: string, remoteAddress?: string): EnrollmentTokenRecord {
+  async revoke(principal: Principal, id: string, remoteAddress?: string): Promise<EnrollmentTokenRecord> {
     requireRole(principal, "ADMIN");
-    const existing = this.repository.get(id);
+    const existing = await this.repository.get(id);
     if (!existing) throw new NotFoundError(`no enrollment token with id ${JSON.stringify(id.slice(0, 64))}`);
-    const usesTaken = this.repository.revoke(id, this.clock.now());
+    const usesTaken = await this.repository.revoke(id, this.clock.now());
     if (usesTaken > 0 || !existing.revokedAt) {
-      this.audit.record({
+      await this.audit.record({
         type: "token.revoked",
         actor: actorOf(principal),
         outcome: "success",
@@ -119,19 +119,19 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
         details: { spiffeId: existing.spiffeId, usesTaken },
       });
     }
-    return this.repository.get(id) as EnrollmentTokenRecord;
+    return await this.repository.get(id) as EnrollmentTokenRecord;
   }
 
   /**
    * The grant of a presented token, checked for existence, expiry and remaining uses. The use itself is
    * taken later, in the issuance transaction, which re-checks both conditions atomically.
    */
-  authorize(credentials: IssuanceCredentials, now: Date): IssuanceGrant {
+  async authorize(credentials: IssuanceCredentials, now: Date): Promise<IssuanceGrant> {
     const token = credentials.token;
     if (!token) {
       throw new UnauthenticatedError("issuance needs an enrollment token (input.token) or a JWT (input.jwt)");
     }
-    const record = token.startsWith(`${TOKEN_PREFIX}_`) ? this.repository.findByHash(hashSecret(token)) : undefined;
+    const record = token.startsWith(`${TOKEN_PREFIX}_`) ? await this.repository.findByHash(hashSecret(token)) : undefined;
     if (!record || record.revokedAt || record.usesLeft <= 0 || record.expiresAt.getTime() <= now.getTime()) {
       throw new UnauthenticatedError("the enrollment token is unknown, expired or used up");
     }
@@ -146,7 +146,7 @@ export class EnrollmentTokenService implements IssuanceAuthorizer {
       };
     }
     // Made from a registration: what the registration allows now bounds the token.
-    const registration = this.registrations?.get(record.registrationId);
+    const registration = await this.registrations?.get(record.registrationId);
     if (!registration || registration.spiffeId !== record.spiffeId) {
       throw new UnauthenticatedError("the registration this enrollment token was made from has been deleted or changed identity");
     }

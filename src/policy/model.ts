@@ -46,29 +46,29 @@ export interface RegistrationRecord {
 }
 
 export interface RegistrationRepository {
-  insert(record: RegistrationRecord): void;
-  update(record: RegistrationRecord): void;
-  delete(id: string): boolean;
-  get(id: string): RegistrationRecord | undefined;
-  findByJwt(issuer: string, subject: string): RegistrationRecord | undefined;
-  list(filter: { spiffeIdPrefix?: string }): RegistrationRecord[];
+  insert(record: RegistrationRecord): Promise<void>;
+  update(record: RegistrationRecord): Promise<void>;
+  delete(id: string): Promise<boolean>;
+  get(id: string): Promise<RegistrationRecord | undefined>;
+  findByJwt(issuer: string, subject: string): Promise<RegistrationRecord | undefined>;
+  list(filter: { spiffeIdPrefix?: string }): Promise<RegistrationRecord[]>;
 }
 
 export interface ApiKeyRepository {
-  insert(record: ApiKeyRecord): void;
-  findByHash(keyHash: Buffer): ApiKeyRecord | undefined;
-  get(id: string): ApiKeyRecord | undefined;
-  list(): ApiKeyRecord[];
+  insert(record: ApiKeyRecord): Promise<void>;
+  findByHash(keyHash: Buffer): Promise<ApiKeyRecord | undefined>;
+  get(id: string): Promise<ApiKeyRecord | undefined>;
+  list(): Promise<ApiKeyRecord[]>;
   /** Sets revoked_at unless already set; the first revocation time stands. */
-  revoke(id: string, at: Date): void;
-  count(): number;
+  revoke(id: string, at: Date): Promise<void>;
+  count(): Promise<number>;
 }
 
 /** Token consumption is not here: it is part of the issuance transaction (`IssuanceLedger.prepare`). */
 export interface EnrollmentTokenRepository {
-  insert(record: EnrollmentTokenRecord): void;
-  findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined;
-  get(id: string): EnrollmentTokenRecord | undefined;
+  insert(record: EnrollmentTokenRecord): Promise<void>;
+  findByHash(tokenHash: Buffer): Promise<EnrollmentTokenRecord | undefined>;
+  get(id: string): Promise<EnrollmentTokenRecord | undefined>;
   /** Takes every remaining use away and marks the token revoked (the first time stands); returns how many uses there were. */
-  revoke(id: string, at: Date): number;
+  revoke(id: string, at: Date): Promise<number>;
 }

@@ -17,10 +17,10 @@ export class CredentialStanding implements OriginStanding {
     },
   ) {}
 
-  refusal(origin: CertificateOrigin, spiffeId: string): string | undefined {
+  async refusal(origin: CertificateOrigin, spiffeId: string): Promise<string | undefined> {
     if (origin.kind === "system") return undefined;
     if (origin.kind === "token") {
-      const token = this.deps.tokens.get(origin.tokenId);
+      const token = await this.deps.tokens.get(origin.tokenId);
       if (!token) return `the enrollment token ${origin.tokenId} its lineage started with no longer exists`;
       if (token.revokedAt) return `the enrollment token ${origin.tokenId} its lineage started with was revoked at ${token.revokedAt.toISOString()}`;
     }
@@ -28,7 +28,7 @@ export class CredentialStanding implements OriginStanding {
       return `the JWT issuer ${JSON.stringify(origin.issuer)} its lineage started with is no longer configured`;
     }
     if (origin.registrationId !== null) {
-      const registration = this.deps.registrations.get(origin.registrationId);
+      const registration = await this.deps.registrations.get(origin.registrationId);
       if (!registration) return `the registration ${origin.registrationId} its lineage started with was deleted`;
       if (registration.spiffeId !== spiffeId) {
         return `the registration ${origin.registrationId} its lineage started with is now for ${registration.spiffeId}`;

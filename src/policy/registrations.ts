@@ -35,36 +35,36 @@ export class RegistrationService {
     private readonly settings: RegistrationSettings,
   ) {}
 
-  list(principal: Principal, spiffeIdPrefix?: string | null): RegistrationRecord[] {
+  async list(principal: Principal, spiffeIdPrefix?: string | null): Promise<RegistrationRecord[]> {
     requireRole(principal, "ADMIN");
-    return this.repository.list(spiffeIdPrefix ? { spiffeIdPrefix } : {});
+    return await this.repository.list(spiffeIdPrefix ? { spiffeIdPrefix } : {});
   }
 
-  create(principal: Principal, input: RegistrationInput, remoteAddress?: string): RegistrationRecord {
+  async create(principal: Principal, input: RegistrationInput, remoteAddress?: string): Promise<RegistrationRecord> {
     requireRole(principal, "ADMIN");
     const now = this.clock.now();
     const record: RegistrationRecord = { id: generateId("reg"), ...this.validate(input), createdBy: actorOf(principal), createdAt: now, updatedAt: now };
-    this.refuseDuplicateSubject(record);
-    this.repository.insert(record);
-    this.record("registration.created", principal, record.id, remoteAddress, { after: describe(record) });
+    await this.refuseDuplicateSubject(record);
+    await this.repository.insert(record);
+    await this.record("registration.created", principal, record.id, remoteAddress, { after: describe(record) });
     return record;
   }
 
-  update(principal: Principal, id: string, input: RegistrationInput, remoteAddress?: string): RegistrationRecord {
+  async update(principal: Principal, id: string, input: RegistrationInput, remoteAddress?: string): Promise<RegistrationRecord> {
     requireRole(principal, "ADMIN");
-    const existing = this.existing(id);
+    const existing = await this.existing(id);
     const record: RegistrationRecord = { ...existing, ...this.validate(input), updatedAt: this.clock.now() };
-    this.refuseDuplicateSubject(record);
-    this.repository.update(record);
-    this.record("registration.updated", principal, id, remoteAddress, { before: describe(existing), after: describe(record) });
+    await this.refuseDuplicateSubject(record);
+    await this.repository.update(record);
+    await this.record("registration.updated", principal, id, remoteAddress, { before: describe(existing), after: describe(record) });
     return record;
   }
 
-  delete(principal: Principal, id: string, remoteAddress?: string): RegistrationRecord {
+  async delete(principal: Principal, id: string, remoteAddress?: string): Promise<RegistrationRecord> {
     requireRole(principal, "ADMIN");
-    const existing = this.existing(id);
-    this.repository.delete(id);
-    this.record("registration.deleted", principal, id, remoteAddress, { before: describe(existing) });
+    const existing = await this.existing(id);
+    await this.repository.delete(id);
+    await this.record("registration.deleted", principal, id, remoteAddress, { before: describe(existing) });
     return existing;
   }
 
@@ -81,26 +81,26 @@ export class RegistrationService {
     return { ...identity, maxTtlSeconds, jwtIssuer, jwtSubject };
   }
 
-  private refuseDuplicateSubject(record: RegistrationRecord): void {
+  private async refuseDuplicateSubject(record: RegistrationRecord): Promise<void> {
     if (record.jwtIssuer === null || record.jwtSubject === null) return;
-    const other = this.repository.findByJwt(record.jwtIssuer, record.jwtSubject);
+    const other = await this.repository.findByJwt(record.jwtIssuer, record.jwtSubject);
     if (other && other.id !== record.id) throw new BadUserInputError(`registration ${other.id} already maps this JWT subject`);
   }
 
-  private existing(id: string): RegistrationRecord {
-    const record = this.repository.get(id);
+  private async existing(id: string): Promise<RegistrationRecord> {
+    const record = await this.repository.get(id);
     if (!record) throw new NotFoundError(`no registration with id ${JSON.stringify(id.slice(0, 64))}`);
     return record;
   }
 
-  private record(
+  private async record(
     type: "registration.created" | "registration.updated" | "registration.deleted",
     principal: Principal,
     id: string,
     remoteAddress: string | undefined,
     details: Record<string, unknown>,
-  ): void {
-    this.audit.record({ type, actor: actorOf(principal), outcome: "success", subject: id, ...(remoteAddress ? { remoteAddress } : {}), details });
+  ): Promise<void> {
+    await this.audit.record({ type, actor: actorOf(principal), outcome: "success", subject: id, ...(remoteAddress ? { remoteAddress } : {}), details });
   }
 }
 

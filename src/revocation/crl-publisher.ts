@@ -1,4 +1,5 @@
 import type { Issuer } from "../ca/issuer.js";
+import { encodeCrlEntries } from "../ca/x509/crl.js";
 import type { Clock } from "../common/clock.js";
 import type { Logger } from "../common/logger.js";
 import type { CrlRepository, RevocationRepository } from "./ports.js";
@@ -76,7 +77,7 @@ export class CrlPublisher {
   async refreshStale(): Promise<void> {
     const now = this.deps.clock.now().getTime();
     for (const issuer of this.deps.issuers()) {
-      const stored = this.deps.crls.get(issuer.id);
+      const stored = await this.deps.crls.get(issuer.id);
       const refreshAt = stored
         ? stored.thisUpdate.getTime() + (stored.nextUpdate.getTime() - stored.thisUpdate.getTime()) / 3
         : 0;
@@ -89,27 +90,29 @@ export class CrlPublisher {
     if (!issuer) return;
     const thisUpdate = this.deps.clock.now();
     const nextUpdate = new Date(thisUpdate.getTime() + this.deps.settings.validitySeconds * 1000);
-    const crlNumber = this.deps.repository.reserveCrlNumber(authorityId);
+    const crlNumber = await this.deps.repository.reserveCrlNumber(authorityId);
     let count = 0;
     const listedAfterExpiry: string[] = [];
-    const entries = (function* (repository: RevocationRepository) {
-      for (const entry of repository.revokedEntries(authorityId)) {
-        count++;
-        if (entry.notAfter.getTime() < thisUpdate.getTime()) listedAfterExpiry.push(entry.serial);
-        const code = isRevocationReason(entry.reason) ? REVOCATION_REASON_CODES[entry.reason] : 0;
-        yield { serialNumber: Buffer.from(entry.serial, "hex"), revocationDate: entry.revokedAt, ...(code ? { reason: code } : {}) };
-      }
-    })(this.deps.repository);
+    const entries = await encodeCrlEntries(
+      (async function* (repository: RevocationRepository) {
+        for await (const entry of repository.revokedEntries(authorityId)) {
+          count++;
+          if (entry.notAfter.getTime() < thisUpdate.getTime()) listedAfterExpiry.push(entry.serial);
+          const code = isRevocationReason(entry.reason) ? REVOCATION_REASON_CODES[entry.reason] : 0;
+          yield { serialNumber: Buffer.from(entry.serial, "hex"), revocationDate: entry.revokedAt, ...(code ? { reason: code } : {}) };
+        }
+      })(this.deps.repository),
+    );
     const der = await issuer.issueCrl({ crlNumber, thisUpdate, nextUpdate, entries });
     try {
-      this.deps.crls.save({ authorityId, crlNumber, der, thisUpdate, nextUpdate });
+      await this.deps.crls.save({ authorityId, crlNumber, der, thisUpdate, nextUpdate });
     } catch (error) {
       // Another process published a higher number meanwhile: theirs is at least as fresh.
       if (!(error instanceof RangeError)) throw error;
       return;
     }
     // Only once the CRL is stored (and so served): an entry must have been published after expiry to leave.
-    if (scheduled) this.deps.repository.recordListedAfterExpiry(authorityId, listedAfterExpiry, thisUpdate);
+    if (scheduled) await this.deps.repository.recordListedAfterExpiry(authorityId, listedAfterExpiry, thisUpdate);
     this.deps.logger.info({ authorityId, crlNumber: crlNumber.toString(), entries: count, bytes: der.length }, "CRL published");
   }
 }

@@ -216,7 +216,7 @@ export class OcspResponder {
     }
     const now = this.deps.clock.now();
     const stored =
-      request.requests.length === 1 ? this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm) : undefined;
+      request.requests.length === 1 ? await this.lookup(responder.issuer.id, first.serialNumber.toString("hex"), first.hashAlgorithm) : undefined;
     const fresh = stored && stored.nextUpdate.getTime() > now.getTime() ? stored : undefined;
     if (fresh && request.nonce === undefined) return storedAnswer(fresh);
     if (!this.onRequestBudget.tryTake()) {
@@ -225,14 +225,14 @@ export class OcspResponder {
       return fresh ? storedAnswer(fresh) : { der: TRY_LATER, cacheable: false };
     }
     try {
-      const statuses = request.requests.map((certId) =>
-        this.deps.repository.status(responder.issuer.id, certId.serialNumber.toString("hex")),
+      const statuses = await Promise.all(
+        request.requests.map((certId) => this.deps.repository.status(responder.issuer.id, certId.serialNumber.toString("hex"))),
       );
       const signed = await this.sign(responder, request.requests, statuses, now, request.nonce);
       if (request.requests.length > 1 || request.nonce !== undefined) return { der: signed.der, cacheable: false };
       // Responses for serials we issued are kept; for the rest (anyone can ask about any serial) they are not.
       if (statuses[0]?.kind !== "unknown") {
-        this.store(
+        await this.store(
           { authorityId: responder.issuer.id, serial: first.serialNumber.toString("hex"), hashAlgorithm: first.hashAlgorithm, ...signed },
           statuses[0]?.kind ?? "unknown",
         );
@@ -259,11 +259,11 @@ export class OcspResponder {
     const responder = this.responders.get(authorityId);
     if (!responder) return;
     const now = this.deps.clock.now();
-    const status = this.deps.repository.status(authorityId, serial);
+    const status = await this.deps.repository.status(authorityId, serial);
     for (const hashAlgorithm of ["sha1", "sha256"] as const) {
       const certId = this.certIdFor(responder, serial, hashAlgorithm);
       const signed = await this.sign(responder, [certId], [status], now);
-      this.store({ authorityId, serial, hashAlgorithm, ...signed }, status.kind);
+      await this.store({ authorityId, serial, hashAlgorithm, ...signed }, status.kind);
     }
   }
 
@@ -281,9 +281,9 @@ export class OcspResponder {
   private async drainPresignQueue(): Promise<void> {
     this.presigning = true;
     const pending: { response: StoredOcspResponse; signedStatus: CertificateRevocationStatus["kind"] }[] = [];
-    const flush = (): void => {
-      for (const response of this.deps.repository.saveResponses(pending)) this.remember(response);
-      pending.length = 0;
+    const flush = async (): Promise<void> => {
+      const saving = pending.splice(0);
+      for (const response of await this.deps.repository.saveResponses(saving)) this.remember(response);
     };
     try {
       // One signature at a time, so that pre-signing never takes more than one HSM session from issuance;
@@ -292,15 +292,15 @@ export class OcspResponder {
         const responder = this.responders.get(next.authorityId);
         if (!responder) continue;
         const certId = this.certIdFor(responder, next.serial, "sha1");
-        const status = this.deps.repository.status(next.authorityId, next.serial);
+        const status = await this.deps.repository.status(next.authorityId, next.serial);
         const signed = await this.sign(responder, [certId], [status], this.deps.clock.now());
         pending.push({
           response: { authorityId: next.authorityId, serial: next.serial, hashAlgorithm: "sha1", ...signed },
           signedStatus: status.kind,
         });
-        if (pending.length >= PRESIGN_GROUP_SIZE) flush();
+        if (pending.length >= PRESIGN_GROUP_SIZE) await flush();
       }
-      flush();
+      await flush();
     } catch (error) {
       this.deps.logger.warn({ err: error }, "OCSP pre-signing paused; lookups will sign on demand");
       this.presignQueue = [];
@@ -319,15 +319,15 @@ export class OcspResponder {
     if (!refreshStoredResponses) return;
     const now = this.deps.clock.now();
     const margin = (this.deps.settings.responseValiditySeconds * 1000) / 3;
-    for (const due of this.deps.repository.responsesDue(new Date(now.getTime() + margin), now, 1000)) {
+    for (const due of await this.deps.repository.responsesDue(new Date(now.getTime() + margin), now, 1000)) {
       const responder = this.responders.get(due.authorityId);
       if (!responder) continue;
       const certId = this.certIdFor(responder, due.serial, due.hashAlgorithm);
-      const status = this.deps.repository.status(due.authorityId, due.serial);
+      const status = await this.deps.repository.status(due.authorityId, due.serial);
       const signed = await this.sign(responder, [certId], [status], now);
-      this.store({ ...due, ...signed }, status.kind);
+      await this.store({ ...due, ...signed }, status.kind);
     }
-    this.deps.repository.deleteExpired(now);
+    await this.deps.repository.deleteExpired(now);
   }
 
   /**
@@ -355,15 +355,24 @@ export class OcspResponder {
     }
   }
 
-  private lookup(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined {
+  /**
+   * The stored response, from memory when this process has it (no database round trip on the hot path), and
+   * undefined when the database cannot be read: the caller then signs on request, or says tryLater.
+   */
+  private lookup(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined | Promise<StoredOcspResponse | undefined> {
     this.noticeExternalChanges();
-    const key = `${authorityId}/${serial}/${hashAlgorithm}`;
-    let stored = this.recent.get(key);
-    if (!stored) {
-      stored = this.deps.repository.getResponse(authorityId, serial, hashAlgorithm);
-      if (stored) this.remember(stored);
-    }
-    return stored;
+    const remembered = this.recent.get(`${authorityId}/${serial}/${hashAlgorithm}`);
+    if (remembered) return remembered;
+    return this.deps.repository.getResponse(authorityId, serial, hashAlgorithm).then(
+      (stored) => {
+        if (stored) this.remember(stored);
+        return stored;
+      },
+      (error: unknown) => {
+        this.deps.logger.warn({ err: error }, "could not read a stored OCSP response");
+        return undefined;
+      },
+    );
   }
 
   /**
@@ -371,8 +380,8 @@ export class OcspResponder {
    * unless the certificate's status changed while it was being signed: a revocation must never be
    * overwritten by a response signed just before it.
    */
-  private store(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): void {
-    if (this.deps.repository.saveResponse(response, signedStatus)) {
+  private async store(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): Promise<void> {
+    if (await this.deps.repository.saveResponse(response, signedStatus)) {
       this.remember(response);
     } else {
       this.recent.delete(`${response.authorityId}/${response.serial}/${response.hashAlgorithm}`);
@@ -442,9 +451,9 @@ export class OcspResponder {
     const now = this.deps.clock.now();
     const lifetime = this.deps.settings.signerValiditySeconds * 1000;
     for (const issuer of this.deps.issuers()) {
-      let record = this.deps.repository.newestSigner(issuer.id);
+      let record = await this.deps.repository.newestSigner(issuer.id);
       if (!record || record.notAfter.getTime() - now.getTime() < lifetime / 3) {
-        const claimed = this.deps.repository.claimSignerCreation(issuer.id, now, new Date(now.getTime() - SIGNER_CLAIM_STALE_MS));
+        const claimed = await this.deps.repository.claimSignerCreation(issuer.id, now, new Date(now.getTime() - SIGNER_CLAIM_STALE_MS));
         const next = claimed ? await this.createResponder(issuer, now) : await this.signerMadeElsewhere(issuer.id, record);
         if (!next) continue;
         record = next;
@@ -476,7 +485,7 @@ export class OcspResponder {
    */
   private async recordIfMissing(issuer: Issuer, record: OcspSignerRecord, fields: CertificateFields, now: Date): Promise<void> {
     const serial = fields.serialNumberHex;
-    if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+    if ((await this.deps.repository.status(issuer.id, serial)).kind !== "unknown") return;
     try {
       await this.signThroughLedger(
         issuer,
@@ -487,7 +496,7 @@ export class OcspResponder {
       );
       this.deps.logger.info({ authorityId: issuer.id, serial }, "earlier OCSP responder certificate recorded in the ledger");
     } catch (error) {
-      if (this.deps.repository.status(issuer.id, serial).kind !== "unknown") return;
+      if ((await this.deps.repository.status(issuer.id, serial)).kind !== "unknown") return;
       this.deps.logger.warn({ err: error, authorityId: issuer.id, serial }, "could not record an earlier OCSP responder certificate in the ledger");
     }
   }
@@ -499,7 +508,7 @@ export class OcspResponder {
   private async signerMadeElsewhere(authorityId: string, current: OcspSignerRecord | undefined): Promise<OcspSignerRecord | undefined> {
     const deadline = performance.now() + SIGNER_WAIT_MS;
     for (;;) {
-      const newest = this.deps.repository.newestSigner(authorityId);
+      const newest = await this.deps.repository.newestSigner(authorityId);
       if (newest && (!current || newest.notAfter.getTime() > current.notAfter.getTime())) return newest;
       if (performance.now() > deadline) {
         this.deps.logger.warn({ authorityId }, "another process claimed the OCSP responder certificate but has not stored it");
@@ -591,7 +600,7 @@ export class OcspResponder {
       throw new InternalError(`the new OCSP responder key "${keyLabel}" does not sign correctly`);
     }
     const record = { keyLabel, authorityId: issuer.id, certificateDer, notBefore, notAfter, createdAt: now };
-    this.deps.repository.insertSigner(record);
+    await this.deps.repository.insertSigner(record);
     this.deps.logger.info({ authorityId: issuer.id, keyLabel, notAfter }, "OCSP responder certificate created");
     return record;
   }

@@ -11,8 +11,8 @@ export interface StoredCrl {
 
 /** Port implemented by the store. `save` refuses a CRL number that does not go up. */
 export interface CrlRepository {
-  save(crl: StoredCrl): void;
-  get(authorityId: string): StoredCrl | undefined;
+  save(crl: StoredCrl): Promise<void>;
+  get(authorityId: string): Promise<StoredCrl | undefined>;
 }
 
 /** One entry of a CRL, as the store hands it out. */
@@ -45,19 +45,19 @@ export interface RevocationRepository {
    * being signed) that is neither revoked nor expired yet is revoked too, with the same reason and time and an event of its
    * own, in the same transaction — also when the certificate itself was already revoked.
    */
-  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent, successorAudit?: (serial: string) => AuditEvent): RevocationOutcome;
+  revoke(serial: string, reason: string, revokedAt: Date, audit: AuditEvent, successorAudit?: (serial: string) => AuditEvent): Promise<RevocationOutcome>;
   /**
    * Revoked certificates of an authority that its CRL must still list, streamed (CRLs can be large): every
    * one except those already recorded with `recordListedAfterExpiry`.
    */
-  revokedEntries(authorityId: string): Iterable<RevokedEntry>;
+  revokedEntries(authorityId: string): AsyncIterable<RevokedEntry>;
   /**
    * Records that these expired certificates appeared on a scheduled CRL issued at `thisUpdate`, after their
    * expiry (RFC 5280 §3.3): later CRLs need not list them. Only the first such CRL is kept.
    */
-  recordListedAfterExpiry(authorityId: string, serials: readonly string[], thisUpdate: Date): void;
+  recordListedAfterExpiry(authorityId: string, serials: readonly string[], thisUpdate: Date): Promise<void>;
   /** The next CRL number of an authority: strictly greater than any reserved before. */
-  reserveCrlNumber(authorityId: string): bigint;
+  reserveCrlNumber(authorityId: string): Promise<bigint>;
 }
 
 /** A delegated OCSP responder certificate and the label of its key on the online token. */
@@ -88,30 +88,30 @@ export type CertificateRevocationStatus =
 
 /** Port implemented by the store: responder certificates and pre-signed responses. */
 export interface OcspRepository {
-  newestSigner(authorityId: string): OcspSignerRecord | undefined;
-  insertSigner(record: OcspSignerRecord): void;
+  newestSigner(authorityId: string): Promise<OcspSignerRecord | undefined>;
+  insertSigner(record: OcspSignerRecord): Promise<void>;
   /**
    * Claims the creation of an issuer's next responder certificate for the calling process: true unless
    * another process claimed it after `staleBefore` (and may still be at it).
    */
-  claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): boolean;
-  getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined;
+  claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): Promise<boolean>;
+  getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): Promise<StoredOcspResponse | undefined>;
   /**
    * Stores a response signed for a certificate whose status was `signedStatus`, unless that status has
    * changed since (a revocation raced the signature) or a newer response is already there. Returns whether
    * it was stored. The check and the write are one transaction.
    */
-  saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean;
+  saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): Promise<boolean>;
   /** `saveResponse` for several responses in one transaction; returns those stored. */
   saveResponses(
     items: readonly { response: StoredOcspResponse; signedStatus: CertificateRevocationStatus["kind"] }[],
-  ): StoredOcspResponse[];
+  ): Promise<StoredOcspResponse[]>;
   /** The status of `serial` as issued by `authorityId`; `unknown` when that authority never issued it. */
-  status(authorityId: string, serial: string): CertificateRevocationStatus;
+  status(authorityId: string, serial: string): Promise<CertificateRevocationStatus>;
   /** Stored responses of unexpired certificates whose nextUpdate is before `before`, oldest first. */
-  responsesDue(before: Date, now: Date, limit: number): { authorityId: string; serial: string; hashAlgorithm: CertIdHash }[];
+  responsesDue(before: Date, now: Date, limit: number): Promise<{ authorityId: string; serial: string; hashAlgorithm: CertIdHash }[]>;
   /** Drops stored responses of certificates that expired before `now`. */
-  deleteExpired(now: Date): number;
+  deleteExpired(now: Date): Promise<number>;
   /**
    * A number that changes whenever another connection (another service process, an operator tool) has
    * committed to the database since the last call; this process's own writes do not change it.

@@ -44,7 +44,7 @@ export class RevocationService {
   ): Promise<CertificateRecord> {
     const normalised = normaliseSerial(serial);
     const now = this.deps.clock.now();
-    const actor = this.authorize(principal, normalised, now, clientCertificate);
+    const actor = await this.authorize(principal, normalised, now, clientCertificate);
     // Whoever holds a compromised key may have renewed with it before the owner noticed: the renewals go too.
     const successorAudit =
       reason === "KEY_COMPROMISE"
@@ -56,7 +56,7 @@ export class RevocationService {
             details: { reason, lineageOf: normalised },
           })
         : undefined;
-    const outcome = this.deps.repository.revoke(
+    const outcome = await this.deps.repository.revoke(
       normalised,
       reason,
       now,
@@ -80,18 +80,18 @@ export class RevocationService {
         }
       }),
     );
-    const record = this.deps.certificates.get(normalised, now);
+    const record = await this.deps.certificates.get(normalised, now);
     if (!record) throw new InternalError("a revoked certificate could not be read back");
     return record;
   }
 
   /** The actor of an allowed revocation: an admin key, or the certificate revoking itself. */
-  private authorize(principal: Principal, serial: string, now: Date, clientCertificate: Buffer | undefined): string {
+  private async authorize(principal: Principal, serial: string, now: Date, clientCertificate: Buffer | undefined): Promise<string> {
     if (principal.kind === "apiKey" || !clientCertificate || !this.deps.ownership) {
       requireRole(principal, "ADMIN");
       return actorOf(principal);
     }
-    const owner = this.deps.ownership.authenticate(clientCertificate, now);
+    const owner = await this.deps.ownership.authenticate(clientCertificate, now);
     if (owner.serial !== serial) throw new ForbiddenError("a certificate may revoke only itself; other revocations need an admin API key");
     return `certificate:${owner.serial}`;
   }

@@ -40,7 +40,12 @@ export class SqliteAuditEventRepository implements AuditEventRepository, AuditEv
     );
   }
 
-  append(event: AuditEvent, occurredAt: Date): void {
+  async append(event: AuditEvent, occurredAt: Date): Promise<void> {
+    this.appendNow(event, occurredAt);
+  }
+
+  /** `append` for the store's own transactions: the event commits with the change it records. */
+  appendNow(event: AuditEvent, occurredAt: Date): void {
     this.insert.run(
       occurredAt.getTime(),
       event.type,
@@ -53,7 +58,7 @@ export class SqliteAuditEventRepository implements AuditEventRepository, AuditEv
     );
   }
 
-  list(filter: AuditEventFilter, first: number, after: string | undefined): Page<AuditEventRecord> {
+  async list(filter: AuditEventFilter, first: number, after: string | undefined): Promise<Page<AuditEventRecord>> {
     const conditions: string[] = [];
     const parameters: unknown[] = [];
     const equal = (column: string, value: string | undefined): void => {

@@ -205,13 +205,13 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
           item.origin ? JSON.stringify(item.origin) : null,
         );
         if (item.profile !== undefined && item.profile !== "workload") this.statements.setProfile.run(item.profile, item.serial);
-        this.audit.append(item.audit, now);
+        this.audit.appendNow(item.audit, now);
         return { ok: true };
       });
     });
   }
 
-  jwtAlreadyUsed(use: JwtUse, now: Date): boolean {
+  async jwtAlreadyUsed(use: JwtUse, now: Date): Promise<boolean> {
     return this.statements.jwtUsed.get(use.issuer, use.tokenId, now.getTime()) !== undefined;
   }
 
@@ -221,7 +221,7 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
         const updated = this.statements.complete.run(item.der, item.fingerprintSha256, now.getTime(), item.serial);
         if (updated.changes !== 1) throw new Error(`certificate ${item.serial} is not reserved`);
         this.statements.indexDnsNames.run(item.serial);
-        this.audit.append(item.audit, now);
+        this.audit.appendNow(item.audit, now);
       }
     });
   }
@@ -232,17 +232,21 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
         this.statements.fail.run(item.serial);
         if (item.refundTokenHash) this.statements.refundToken.run(item.refundTokenHash, now.getTime());
         if (item.refundJwt) this.statements.refundJwt.run(item.refundJwt.issuer, item.refundJwt.tokenId);
-        this.audit.append(item.audit, now);
+        this.audit.appendNow(item.audit, now);
       }
     });
   }
 
-  get(serial: string): CertificateRecord | undefined {
+  async get(serial: string): Promise<CertificateRecord | undefined> {
     const row = this.statements.get.get(serial) as CertificateRow | undefined;
     return row && certificateFromRow(row);
   }
 
-  list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord> {
+  async list(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Promise<Page<CertificateRecord>> {
+    return this.listNow(filter, first, after, now);
+  }
+
+  private listNow(filter: CertificateFilter, first: number, after: string | undefined, now: Date): Page<CertificateRecord> {
     const conditions = filterConditions(filter, now);
     return keysetPage({
       db: this.db,
@@ -262,10 +266,10 @@ export class SqliteCertificateStore implements IssuanceLedger, CertificateQuery 
    * Every issued certificate matching `filter`, in commit order, fetched `chunkSize` rows at a time: an
    * export of millions of rows holds one chunk in memory and no read transaction between chunks.
    */
-  *iterate(filter: CertificateFilter, now: Date, chunkSize = 1000): Generator<CertificateRecord> {
+  async *iterate(filter: CertificateFilter, now: Date, chunkSize = 1000): AsyncGenerator<CertificateRecord> {
     let after: string | undefined;
     for (;;) {
-      const page = this.list(filter, chunkSize, after, now);
+      const page = this.listNow(filter, chunkSize, after, now);
       yield* page.items;
       if (!page.hasNextPage) return;
       after = page.cursors.at(-1);

@@ -12,7 +12,7 @@ interface CrlRow {
 export class SqliteCrlRepository implements CrlRepository {
   constructor(private readonly db: SqliteDatabase) {}
 
-  save(crl: StoredCrl): void {
+  async save(crl: StoredCrl): Promise<void> {
     // The upsert only replaces an older CRL: a stale writer can never roll the number back.
     const result = this.db
       .prepare(
@@ -27,7 +27,7 @@ export class SqliteCrlRepository implements CrlRepository {
     }
   }
 
-  get(authorityId: string): StoredCrl | undefined {
+  async get(authorityId: string): Promise<StoredCrl | undefined> {
     const row = this.db
       .prepare("SELECT * FROM crls WHERE authority_id = ?")
       .safeIntegers(true)

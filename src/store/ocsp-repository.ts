@@ -54,11 +54,11 @@ export class SqliteOcspRepository implements OcspRepository {
     ).immediate;
   }
 
-  saveResponses(items: readonly SaveItem[]): StoredOcspResponse[] {
+  async saveResponses(items: readonly SaveItem[]): Promise<StoredOcspResponse[]> {
     return items.length > 0 ? this.saveMany(items) : [];
   }
 
-  newestSigner(authorityId: string): OcspSignerRecord | undefined {
+  async newestSigner(authorityId: string): Promise<OcspSignerRecord | undefined> {
     const row = this.statements.newestSigner.get(authorityId) as
       | { key_label: string; authority_id: string; certificate_der: Buffer; not_before: number; not_after: number; created_at: number }
       | undefined;
@@ -74,11 +74,11 @@ export class SqliteOcspRepository implements OcspRepository {
     );
   }
 
-  claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): boolean {
+  async claimSignerCreation(authorityId: string, now: Date, staleBefore: Date): Promise<boolean> {
     return this.statements.claimSignerCreation.run(authorityId, now.getTime(), staleBefore.getTime()).changes === 1;
   }
 
-  insertSigner(record: OcspSignerRecord): void {
+  async insertSigner(record: OcspSignerRecord): Promise<void> {
     this.statements.insertSigner.run(
       record.keyLabel,
       record.authorityId,
@@ -89,7 +89,7 @@ export class SqliteOcspRepository implements OcspRepository {
     );
   }
 
-  getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): StoredOcspResponse | undefined {
+  async getResponse(authorityId: string, serial: string, hashAlgorithm: CertIdHash): Promise<StoredOcspResponse | undefined> {
     const row = this.statements.getResponse.get(authorityId, serial, hashAlgorithm) as
       | { der: Buffer; this_update: number; next_update: number }
       | undefined;
@@ -105,13 +105,13 @@ export class SqliteOcspRepository implements OcspRepository {
     );
   }
 
-  saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean {
+  async saveResponse(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): Promise<boolean> {
     return this.saveMany([{ response, signedStatus }]).length === 1;
   }
 
   /** Inside the caller's transaction: the status check and the upsert see the same database state. */
   private saveIfCurrent(response: StoredOcspResponse, signedStatus: CertificateRevocationStatus["kind"]): boolean {
-    if (this.status(response.authorityId, response.serial).kind !== signedStatus) return false;
+    if (this.statusNow(response.authorityId, response.serial).kind !== signedStatus) return false;
     this.statements.saveResponse.run(
       response.authorityId,
       response.serial,
@@ -123,7 +123,11 @@ export class SqliteOcspRepository implements OcspRepository {
     return true;
   }
 
-  status(authorityId: string, serial: string): CertificateRevocationStatus {
+  async status(authorityId: string, serial: string): Promise<CertificateRevocationStatus> {
+    return this.statusNow(authorityId, serial);
+  }
+
+  private statusNow(authorityId: string, serial: string): CertificateRevocationStatus {
     const row = this.statements.status.get(serial, authorityId) as
       | { revoked_at: number | null; revocation_reason: string | null }
       | undefined;
@@ -132,7 +136,7 @@ export class SqliteOcspRepository implements OcspRepository {
     return { kind: "revoked", revokedAt: new Date(row.revoked_at), reason: row.revocation_reason ?? "UNSPECIFIED" };
   }
 
-  responsesDue(before: Date, now: Date, limit: number): { authorityId: string; serial: string; hashAlgorithm: CertIdHash }[] {
+  async responsesDue(before: Date, now: Date, limit: number): Promise<{ authorityId: string; serial: string; hashAlgorithm: CertIdHash }[]> {
     const rows = this.statements.due.all(before.getTime(), now.getTime(), limit) as {
       authority_id: string;
       serial: string;
@@ -145,7 +149,7 @@ export class SqliteOcspRepository implements OcspRepository {
     return Number(this.statements.dataVersion.get());
   }
 
-  deleteExpired(now: Date): number {
+  async deleteExpired(now: Date): Promise<number> {
     return this.statements.deleteExpired.run(now.getTime()).changes;
   }
 }

@@ -36,7 +36,7 @@ export class SqliteApiKeyRepository implements ApiKeyRepository {
     this.byHash = db.prepare("SELECT * FROM api_keys WHERE key_hash = ?");
   }
 
-  insert(record: ApiKeyRecord): void {
+  async insert(record: ApiKeyRecord): Promise<void> {
     this.db
       .prepare("INSERT INTO api_keys (id, name, role, key_hash, created_at, revoked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
       .run(
@@ -50,25 +50,25 @@ export class SqliteApiKeyRepository implements ApiKeyRepository {
       );
   }
 
-  findByHash(keyHash: Buffer): ApiKeyRecord | undefined {
+  async findByHash(keyHash: Buffer): Promise<ApiKeyRecord | undefined> {
     const row = this.byHash.get(keyHash) as ApiKeyRow | undefined;
     return row && apiKeyFromRow(row);
   }
 
-  get(id: string): ApiKeyRecord | undefined {
+  async get(id: string): Promise<ApiKeyRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM api_keys WHERE id = ?").get(id) as ApiKeyRow | undefined;
     return row && apiKeyFromRow(row);
   }
 
-  list(): ApiKeyRecord[] {
+  async list(): Promise<ApiKeyRecord[]> {
     return (this.db.prepare("SELECT * FROM api_keys ORDER BY created_at, id").all() as ApiKeyRow[]).map(apiKeyFromRow);
   }
 
-  revoke(id: string, at: Date): void {
+  async revoke(id: string, at: Date): Promise<void> {
     this.db.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").run(at.getTime(), id);
   }
 
-  count(): number {
+  async count(): Promise<number> {
     return Number(this.db.prepare("SELECT count(*) FROM api_keys").pluck().get());
   }
 }
@@ -94,7 +94,7 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
     this.byHash = db.prepare("SELECT * FROM enrollment_tokens WHERE token_hash = ?");
   }
 
-  insert(record: EnrollmentTokenRecord): void {
+  async insert(record: EnrollmentTokenRecord): Promise<void> {
     this.db
       .prepare(
         `INSERT INTO enrollment_tokens (id, token_hash, spiffe_id, dns_names, max_ttl_seconds, expires_at, uses_left, created_by, created_at, registration_id)
@@ -114,17 +114,17 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
       );
   }
 
-  findByHash(tokenHash: Buffer): EnrollmentTokenRecord | undefined {
+  async findByHash(tokenHash: Buffer): Promise<EnrollmentTokenRecord | undefined> {
     const row = this.byHash.get(tokenHash) as EnrollmentTokenRow | undefined;
     return row && enrollmentTokenFromRow(row);
   }
 
-  get(id: string): EnrollmentTokenRecord | undefined {
+  async get(id: string): Promise<EnrollmentTokenRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM enrollment_tokens WHERE id = ?").get(id) as EnrollmentTokenRow | undefined;
     return row && enrollmentTokenFromRow(row);
   }
 
-  revoke(id: string, at: Date): number {
+  async revoke(id: string, at: Date): Promise<number> {
     return inTransaction(this.db, () => {
       const left = this.db.prepare("SELECT uses_left FROM enrollment_tokens WHERE id = ?").pluck().get(id) as number | undefined;
       this.db.prepare("UPDATE enrollment_tokens SET uses_left = 0, revoked_at = coalesce(revoked_at, ?) WHERE id = ?").run(at.getTime(), id);
@@ -176,7 +176,7 @@ const registrationFromRow = (row: RegistrationRow): RegistrationRecord => ({
 export class SqliteRegistrationRepository implements RegistrationRepository {
   constructor(private readonly db: SqliteDatabase) {}
 
-  insert(record: RegistrationRecord): void {
+  async insert(record: RegistrationRecord): Promise<void> {
     this.db
       .prepare(
         `INSERT INTO registrations (id, spiffe_id, dns_names, max_ttl_seconds, jwt_issuer, jwt_subject, created_by, created_at, updated_at)
@@ -195,27 +195,27 @@ export class SqliteRegistrationRepository implements RegistrationRepository {
       );
   }
 
-  update(record: RegistrationRecord): void {
+  async update(record: RegistrationRecord): Promise<void> {
     this.db
       .prepare("UPDATE registrations SET spiffe_id = ?, dns_names = ?, max_ttl_seconds = ?, jwt_issuer = ?, jwt_subject = ?, updated_at = ? WHERE id = ?")
       .run(record.spiffeId, JSON.stringify(record.dnsNames), record.maxTtlSeconds, record.jwtIssuer, record.jwtSubject, record.updatedAt.getTime(), record.id);
   }
 
-  delete(id: string): boolean {
+  async delete(id: string): Promise<boolean> {
     return this.db.prepare("DELETE FROM registrations WHERE id = ?").run(id).changes === 1;
   }
 
-  get(id: string): RegistrationRecord | undefined {
+  async get(id: string): Promise<RegistrationRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM registrations WHERE id = ?").get(id) as RegistrationRow | undefined;
     return row && registrationFromRow(row);
   }
 
-  findByJwt(issuer: string, subject: string): RegistrationRecord | undefined {
+  async findByJwt(issuer: string, subject: string): Promise<RegistrationRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM registrations WHERE jwt_issuer = ? AND jwt_subject = ?").get(issuer, subject) as RegistrationRow | undefined;
     return row && registrationFromRow(row);
   }
 
-  list(filter: { spiffeIdPrefix?: string }): RegistrationRecord[] {
+  async list(filter: { spiffeIdPrefix?: string }): Promise<RegistrationRecord[]> {
     const rows =
       filter.spiffeIdPrefix === undefined
         ? this.db.prepare("SELECT * FROM registrations ORDER BY spiffe_id, id").all()

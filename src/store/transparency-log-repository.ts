@@ -1,6 +1,6 @@
 import { auditEventFromRow, type AuditEventRow } from "./audit-event-repository.js";
 import { auditLogEntry, certificateLogEntry } from "../audit/log-entry.js";
-import { leafHash, nodeHash, type SubtreeHashes } from "../audit/merkle.js";
+import { leafHash, nodeHash, type SubtreeAddress, type SubtreeHashes } from "../audit/merkle.js";
 import type { StoredCheckpoint, TransparencyLogRepository } from "../audit/transparency-log.js";
 import { certificateFromRow, type CertificateRow } from "./certificate-store.js";
 import { inTransactionWaitingAtMost, type SqliteDatabase } from "./database.js";
@@ -29,7 +29,8 @@ interface LeafRow {
 }
 
 export class SqliteTransparencyLogRepository implements TransparencyLogRepository {
-  readonly hashes: SubtreeHashes;
+  /** Read straight from the file: SQLite answers one hash faster than a caller could batch them. */
+  private readonly hashes: SubtreeHashes;
   private readonly statements;
 
   constructor(private readonly db: SqliteDatabase) {
@@ -62,7 +63,11 @@ export class SqliteTransparencyLogRepository implements TransparencyLogRepositor
     };
   }
 
-  sequence(limit: number): { appended: number; treeSize: number } {
+  async subtreeHashes(_addresses: readonly SubtreeAddress[]): Promise<SubtreeHashes> {
+    return this.hashes;
+  }
+
+  async sequence(limit: number): Promise<{ appended: number; treeSize: number }> {
     // A round that cannot have the lock soon fails and the next one (an interval later) catches up.
     return inTransactionWaitingAtMost(this.db, SEQUENCING_LOCK_WAIT_MS, () => {
       let size = Number(this.statements.treeSize.get());
@@ -91,38 +96,38 @@ export class SqliteTransparencyLogRepository implements TransparencyLogRepositor
     });
   }
 
-  treeSize(): number {
+  async treeSize(): Promise<number> {
     return Number(this.statements.treeSize.get());
   }
 
-  leafIndexOfCertificate(serial: string): number | undefined {
+  async leafIndexOfCertificate(serial: string): Promise<number | undefined> {
     const index = this.statements.leafOfSerial.get(serial) as number | undefined;
     return index ?? undefined;
   }
 
-  entry(leafIndex: number): Buffer | undefined {
+  async entry(leafIndex: number): Promise<Buffer | undefined> {
     const leaf = this.statements.leaf.get(leafIndex) as LeafRow | undefined;
     return leaf && this.entryOf(leaf);
   }
 
   /** Leaf data of [start, end), rebuilt from the rows, `chunkSize` leaves per query. Missing rows yield undefined. */
-  *entries(start: number, end: number, chunkSize = 1000): Generator<{ leafIndex: number; entry: Buffer | undefined }> {
+  async *entries(start: number, end: number, chunkSize = 1000): AsyncGenerator<{ leafIndex: number; entry: Buffer | undefined }> {
     for (let from = start; from < end; from += chunkSize) {
       const leaves = this.statements.leaves.all(from, Math.min(end, from + chunkSize)) as LeafRow[];
       for (const leaf of leaves) yield { leafIndex: leaf.leaf_index, entry: this.entryOf(leaf) };
     }
   }
 
-  saveCheckpoint(checkpoint: StoredCheckpoint): void {
+  async saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void> {
     this.statements.saveCheckpoint.run(checkpoint.treeSize, checkpoint.rootHash, checkpoint.note, checkpoint.createdAt.getTime());
   }
 
-  latestCheckpoint(): StoredCheckpoint | undefined {
+  async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
     const row = this.statements.latestCheckpoint.get() as CheckpointRow | undefined;
     return row && checkpointFromRow(row);
   }
 
-  checkpointAt(treeSize: number): StoredCheckpoint | undefined {
+  async checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined> {
     const row = this.statements.checkpointAt.get(treeSize) as CheckpointRow | undefined;
     return row && checkpointFromRow(row);
   }

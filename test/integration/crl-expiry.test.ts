@@ -63,14 +63,14 @@ describe.skipIf(missing !== undefined)(`revoked certificates on CRLs after they 
     return serial;
   }
 
-  function revoke(serial: string): void {
-    const outcome = revocations.revoke(serial, "keyCompromise", clock.now(), { type: "certificate.revoked", actor: "apikey:test", outcome: "success", subject: serial });
+  async function revoke(serial: string): Promise<void> {
+    const outcome = await revocations.revoke(serial, "keyCompromise", clock.now(), { type: "certificate.revoked", actor: "apikey:test", outcome: "success", subject: serial });
     expect(outcome.kind).toBe("revoked");
   }
 
   /** The serials on the stored CRL as openssl reads them (lower-case hex), after openssl checked its signature. */
-  function listedSerials(): { serials: string[]; thisUpdate: Date } {
-    const crl = crls.get(intermediate.id);
+  async function listedSerials(): Promise<{ serials: string[]; thisUpdate: Date }> {
+    const crl = await crls.get(intermediate.id);
     if (!crl) throw new Error("no CRL stored");
     const crlPath = join(dir, `crl-${crl.crlNumber}.der`);
     const issuerPath = join(dir, "intermediate.pem");
@@ -101,8 +101,8 @@ describe.skipIf(missing !== undefined)(`revoked certificates on CRLs after they 
     const root = authorityRecordOf(rootDer, { kind: "root", status: "active", keyLabel: null, parentId: null, createdAt: T0 });
     intermediate = authorityRecordOf(intermediateDer, { kind: "intermediate", status: "active", keyLabel: "intermediate", parentId: root.id, createdAt: T0 });
     const authorities = new AuthorityService(new SqliteAuthorityRepository(db), "anchorage.test");
-    authorities.register(root);
-    authorities.register(intermediate);
+    await authorities.register(root);
+    await authorities.register(intermediate);
 
     const audit = new SqliteAuditEventRepository(db);
     certificates = new SqliteCertificateStore(db, audit);
@@ -121,41 +121,41 @@ describe.skipIf(missing !== undefined)(`revoked certificates on CRLs after they 
     late = await issued(new Date(T0.getTime() + HOUR));
   }, 60_000);
 
-  afterAll(() => {
+  afterAll(async () => {
     db?.close();
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
   it("lists a revoked certificate while it is valid", async () => {
     clock.set(new Date(T0.getTime() + 10 * MINUTE));
-    revoke(early);
+    await revoke(early);
     await publisher.rebuild(intermediate.id);
-    expect(listedSerials().serials).toEqual([early]);
+    expect((await listedSerials()).serials).toEqual([early]);
   });
 
   it("keeps it on the first scheduled CRL issued after it expired", async () => {
     clock.set(new Date(T0.getTime() + HOUR + MINUTE));
     await publisher.refreshStale();
-    const crl = listedSerials();
+    const crl = await listedSerials();
     expect(crl.thisUpdate.getTime()).toBe(T0.getTime() + HOUR + MINUTE);
     expect(crl.serials).toEqual([early]);
   });
 
   it("drops it from any CRL after that one, while a certificate revoked after its expiry is listed out of cycle", async () => {
     clock.set(new Date(T0.getTime() + HOUR + 30 * MINUTE));
-    revoke(late);
+    await revoke(late);
     await publisher.rebuild(intermediate.id);
-    expect(listedSerials().serials).toEqual([late]);
+    expect((await listedSerials()).serials).toEqual([late]);
   });
 
   it("does not count the out-of-cycle CRL: the next scheduled one still lists the late entry, the one after does not", async () => {
     clock.set(new Date(T0.getTime() + HOUR + 55 * MINUTE));
     await publisher.refreshStale();
-    expect(listedSerials().serials).toEqual([late]);
+    expect((await listedSerials()).serials).toEqual([late]);
 
     clock.set(new Date(T0.getTime() + 2 * HOUR + 20 * MINUTE));
     await publisher.refreshStale();
-    expect(listedSerials().serials).toEqual([]);
+    expect((await listedSerials()).serials).toEqual([]);
   });
 
   it("does not bring dropped entries back after a restart (the state is in the database)", async () => {
@@ -169,6 +169,6 @@ describe.skipIf(missing !== undefined)(`revoked certificates on CRLs after they 
     });
     clock.set(new Date(T0.getTime() + 2 * HOUR + 30 * MINUTE));
     await restarted.rebuild(intermediate.id);
-    expect(listedSerials().serials).toEqual([]);
+    expect((await listedSerials()).serials).toEqual([]);
   });
 });

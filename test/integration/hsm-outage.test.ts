@@ -83,8 +83,8 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
       outcome: string;
     }[];
 
-  function createToken(spiffeId: string, uses: number): { id: string; token: string } {
-    const created = tokens.create(ADMIN, { spiffeId, uses });
+  async function createToken(spiffeId: string, uses: number): Promise<{ id: string; token: string }> {
+    const created = await tokens.create(ADMIN, { spiffeId, uses });
     return { id: created.record.id, token: created.token };
   }
 
@@ -149,9 +149,9 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
       parentId: root.id,
       createdAt: now,
     });
-    authorities.register(root);
-    authorities.register(intermediate);
-    const active = authorities.list().find((authority) => authority.kind === "intermediate" && authority.status === "active");
+    await authorities.register(root);
+    await authorities.register(intermediate);
+    const active = (await authorities.list()).find((authority) => authority.kind === "intermediate" && authority.status === "active");
     expect(active?.id).toBe(intermediate.id);
 
     const settings = { trustDomain: TRUST_DOMAIN, defaultTtlSeconds: 3600, maxTtlSeconds: 86_400, backdateSeconds: 300, maxBatchSize: 64 };
@@ -188,7 +188,7 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
 
   it("issues normally while the HSM is up", async () => {
     const spiffeId = spiffe("ns/before/sa/app");
-    const token = createToken(spiffeId, 1);
+    const token = await createToken(spiffeId, 1);
     const issued = await issuance.issue({ csr: makeCsr({ spiffeId }).csrPem, token: token.token });
     expect(issued.spiffeId).toBe(spiffeId);
     expect(issued.issuerId).toBe(intermediate.id);
@@ -205,7 +205,7 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
 
   it("fails closed with HSM_UNAVAILABLE while the token stays gone, and leaves the books straight", async () => {
     const spiffeId = spiffe("ns/outage/sa/single");
-    const token = createToken(spiffeId, 3);
+    const token = await createToken(spiffeId, 3);
     const { csrPem } = makeCsr({ spiffeId });
 
     // SoftHSM reads SOFTHSM2_CONF at each C_Initialize: with the file missing, every reconnect fails.
@@ -254,7 +254,7 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
 
   it("fails every item of a batch with HSM_UNAVAILABLE during the outage and stores none as issued", async () => {
     const spiffeId = spiffe("ns/outage/sa/batch");
-    const token = createToken(spiffeId, 4);
+    const token = await createToken(spiffeId, 4);
     const issuedBefore = Number(db.prepare("SELECT count(*) FROM certificates WHERE state = 'issued'").pluck().get());
 
     const outcomes = await issuance.issueBatch(Array.from({ length: 4 }, () => ({ csr: makeCsr({ spiffeId }).csrPem, token: token.token })));
@@ -282,7 +282,7 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
   it("issues again, within a bounded time, once the token is back", async () => {
     const spiffeId = spiffe("ns/after/sa/app");
     // One use: every failed attempt while recovery catches up must give it back, or the success below cannot happen.
-    const token = createToken(spiffeId, 1);
+    const token = await createToken(spiffeId, 1);
     const { csrPem } = makeCsr({ spiffeId });
 
     process.env.SOFTHSM2_CONF = workingConf;
@@ -312,7 +312,7 @@ describe.skipIf(missing !== undefined)(`issuance during an HSM outage${missing ?
 
     // And the issuer keeps working afterwards: a batch goes through in full.
     const batchId = spiffe("ns/after/sa/batch");
-    const batchToken = createToken(batchId, 3);
+    const batchToken = await createToken(batchId, 3);
     const outcomes = await issuance.issueBatch(Array.from({ length: 3 }, () => ({ csr: makeCsr({ spiffeId: batchId }).csrPem, token: batchToken.token })));
     for (const outcome of outcomes) expect(outcome).not.toBeInstanceOf(AnchorageError);
     expect(rows(batchId).map((row) => row.state)).toEqual(["issued", "issued", "issued"]);

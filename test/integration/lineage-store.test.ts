@@ -36,7 +36,7 @@ async function issue(predecessorSerial?: string): Promise<string> {
 
 const value = (sql: string, ...args: unknown[]): unknown => db.prepare(sql).pluck().get(...args);
 
-beforeAll(() => {
+beforeAll(async () => {
   scratch = openScratchStore("anchorage-lineage-", NOW);
   db = scratch.db;
   const auditEvents = new SqliteAuditEventRepository(db);
@@ -51,8 +51,8 @@ describe("renewal reservations", () => {
   it("refuses a renewal whose predecessor was revoked between authentication and reservation, writing nothing", async () => {
     const predecessor = await issue();
     // Authentication read the predecessor as valid; the revocation lands before the reservation.
-    expect(store.get(predecessor)?.revokedAt).toBeNull();
-    revocations.revoke(predecessor, "KEY_COMPROMISE", NOW, revokedEvent(predecessor));
+    expect((await store.get(predecessor))?.revokedAt).toBeNull();
+    await revocations.revoke(predecessor, "KEY_COMPROMISE", NOW, revokedEvent(predecessor));
     const renewal = prepared({ predecessorSerial: predecessor });
     expect(await store.prepare([renewal], NOW)).toEqual([{ ok: false, reason: "PREDECESSOR_REVOKED" }]);
     expect(value("SELECT count(*) FROM certificates WHERE serial = ?", renewal.serial)).toBe(0);
@@ -64,7 +64,7 @@ describe("renewal reservations", () => {
     const first = prepared({ origin, consumeTokenHash: token.hash });
     expect(await store.prepare([first], NOW)).toEqual([{ ok: true }]);
     // Authentication found the token standing; an admin revokes it before the renewal's reservation.
-    tokens.revoke(token.id, NOW);
+    await tokens.revoke(token.id, NOW);
     const renewal = prepared({ origin, predecessorSerial: first.serial });
     expect(await store.prepare([renewal], NOW)).toEqual([{ ok: false, reason: "ORIGIN_WITHDRAWN" }]);
     expect(value("SELECT count(*) FROM certificates WHERE serial = ?", renewal.serial)).toBe(0);
@@ -83,8 +83,8 @@ describe("renewal reservations", () => {
       updatedAt: NOW,
     });
     const registrations = new SqliteRegistrationRepository(db);
-    registrations.insert(registration("reg_deleted", "spiffe://anchorage.test/web"));
-    registrations.insert(registration("reg_moved", "spiffe://anchorage.test/web"));
+    await registrations.insert(registration("reg_deleted", "spiffe://anchorage.test/web"));
+    await registrations.insert(registration("reg_moved", "spiffe://anchorage.test/web"));
     const origins = ["reg_deleted", "reg_moved"].map((registrationId) => ({
       kind: "jwt" as const,
       issuer: "https://issuer.test",
@@ -108,7 +108,7 @@ describe("renewal reservations", () => {
     const item = prepared({ origin });
     await store.prepare([item], NOW);
     await store.complete([{ serial: item.serial, der: randomBytes(50), fingerprintSha256: "ab", audit: { ...audit, type: "issuance.signed" } }], NOW);
-    expect(store.get(item.serial)?.origin).toEqual(origin);
+    expect((await store.get(item.serial))?.origin).toEqual(origin);
   });
 });
 
@@ -122,7 +122,7 @@ describe("KEY_COMPROMISE cascade", () => {
     const inFlight = prepared({ predecessorSerial: third });
     expect(await store.prepare([inFlight], NOW)).toEqual([{ ok: true }]);
 
-    const outcome = revocations.revoke(first, "KEY_COMPROMISE", NOW, revokedEvent(first), revokedEvent);
+    const outcome = await revocations.revoke(first, "KEY_COMPROMISE", NOW, revokedEvent(first), revokedEvent);
     expect(outcome).toMatchObject({ kind: "revoked", authorityId: "ca" });
     expect(outcome.kind !== "not-found" && outcome.successors.map((successor) => successor.serial).sort()).toEqual(
       [second, third, inFlight.serial].sort(),
@@ -133,13 +133,13 @@ describe("KEY_COMPROMISE cascade", () => {
     }
     expect(value("SELECT revoked_at FROM certificates WHERE serial = ?", unrelated)).toBeNull();
     await store.complete([{ serial: inFlight.serial, der: randomBytes(50), fingerprintSha256: "ab", audit: { ...audit, type: "issuance.signed" } }], NOW);
-    expect(store.get(inFlight.serial)?.revokedAt).not.toBeNull();
+    expect((await store.get(inFlight.serial))?.revokedAt).not.toBeNull();
   });
 
   it("revokes nothing else without a successor audit, as for other reasons", async () => {
     const first = await issue();
     const second = await issue(first);
-    const outcome = revocations.revoke(first, "SUPERSEDED", NOW, revokedEvent(first));
+    const outcome = await revocations.revoke(first, "SUPERSEDED", NOW, revokedEvent(first));
     expect(outcome).toMatchObject({ kind: "revoked", successors: [] });
     expect(value("SELECT revoked_at FROM certificates WHERE serial = ?", second)).toBeNull();
   });
@@ -182,7 +182,7 @@ describe("token refunds", () => {
     const token = addToken(1);
     const item = prepared({ consumeTokenHash: token.hash });
     await store.prepare([item], NOW);
-    expect(tokens.revoke(token.id, NOW)).toBe(0);
+    expect(await tokens.revoke(token.id, NOW)).toBe(0);
     await abandonWithRefund(token.hash, item.serial);
     expect(value("SELECT uses_left FROM enrollment_tokens WHERE id = ?", token.id)).toBe(0);
   });

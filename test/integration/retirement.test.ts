@@ -56,14 +56,14 @@ describe("automatic retirement of superseded intermediates", () => {
     db = openDatabase(join(dir, "anchorage.db"));
     authorities = new SqliteAuthorityRepository(db);
     consumers = new SqliteTrustBundleConsumerRepository(db);
-    authorities.insert(authority("root", "root", "active"));
-    authorities.insert(authority("old", "intermediate", "active"));
+    await authorities.insert(authority("root", "root", "active"));
+    await authorities.insert(authority("old", "intermediate", "active"));
     await issued("old", new Date(T0.getTime() + HOUR));
     await issued("old", new Date(T0.getTime() + 2 * HOUR));
-    authorities.insert(authority("new", "intermediate", "published"));
-    authorities.activate("new");
-    authorities.insert(authority("next", "intermediate", "published"));
-    const watcher = new AuthorityWatcher({ repository: authorities, logger: silentLogger, intervalMs: 60_000 });
+    await authorities.insert(authority("new", "intermediate", "published"));
+    await authorities.activate("new");
+    await authorities.insert(authority("next", "intermediate", "published"));
+    const watcher = await AuthorityWatcher.open({ repository: authorities, logger: silentLogger, intervalMs: 60_000 });
     rotation = new RotationService({
       repository: authorities,
       consumers,
@@ -79,49 +79,49 @@ describe("automatic retirement of superseded intermediates", () => {
     });
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     db?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const status = (id: string) => authorities.get(id)?.status;
+  const status = async (id: string) => (await authorities.get(id))?.status;
 
-  it("keeps the old intermediate while a certificate it signed is valid", () => {
+  it("keeps the old intermediate while a certificate it signed is valid", async () => {
     clock.set(new Date(T0.getTime() + 90 * 60_000));
-    expect(rotation.retireExpired()).toEqual([]);
-    expect(status("old")).toBe("published");
+    expect(await rotation.retireExpired()).toEqual([]);
+    expect(await status("old")).toBe("published");
   });
 
-  it("keeps it while a known consumer lacks the bundle with its successor, then retires it as system", () => {
-    const required = authorities.firstBundleSequenceContaining("new") as number;
-    consumers.register({ consumerId: "mesh-a", spiffeId: null, registeredBy: "apikey:test" }, clock.now());
+  it("keeps it while a known consumer lacks the bundle with its successor, then retires it as system", async () => {
+    const required = await authorities.firstBundleSequenceContaining("new") as number;
+    await consumers.register({ consumerId: "mesh-a", spiffeId: null, registeredBy: "apikey:test" }, clock.now());
     clock.set(new Date(T0.getTime() + 3 * HOUR));
     // Registered and nothing acknowledged yet: it may still trust only the old intermediate.
-    expect(rotation.retireExpired()).toEqual([]);
-    consumers.acknowledge("mesh-a", required - 1, clock.now());
-    expect(rotation.retireExpired()).toEqual([]);
-    expect(status("old")).toBe("published");
+    expect(await rotation.retireExpired()).toEqual([]);
+    await consumers.acknowledge("mesh-a", required - 1, clock.now());
+    expect(await rotation.retireExpired()).toEqual([]);
+    expect(await status("old")).toBe("published");
 
-    consumers.acknowledge("mesh-a", required, clock.now());
-    const before = authorities.bundleSequence();
-    expect(rotation.retireExpired()).toEqual(["old"]);
-    expect(status("old")).toBe("retired");
-    expect(authorities.bundleSequence()).toBe(before + 1);
+    await consumers.acknowledge("mesh-a", required, clock.now());
+    const before = await authorities.bundleSequence();
+    expect(await rotation.retireExpired()).toEqual(["old"]);
+    expect(await status("old")).toBe("retired");
+    expect(await authorities.bundleSequence()).toBe(before + 1);
     const event = db.prepare("SELECT actor, details FROM audit_events WHERE type = 'authority.retired' AND subject = 'old'").get() as { actor: string; details: string };
     expect(event.actor).toBe("system");
     expect(JSON.parse(event.details)).toMatchObject({ forced: false, lastCertificateExpired: new Date(T0.getTime() + 2 * HOUR).toISOString() });
   });
 
-  it("leaves alone the active intermediate and one that never issued", () => {
+  it("leaves alone the active intermediate and one that never issued", async () => {
     clock.set(new Date(T0.getTime() + 1000 * HOUR));
-    expect(rotation.retireExpired()).toEqual([]);
-    expect(status("new")).toBe("active");
-    expect(status("next")).toBe("published");
+    expect(await rotation.retireExpired()).toEqual([]);
+    expect(await status("new")).toBe("active");
+    expect(await status("next")).toBe("published");
   });
 });
 
 describe("trust bundle consumers recorded before consumers were registered", () => {
-  it("are kept by the migration with their version (so retirements still wait for them), and acknowledge again once an admin registers them", () => {
+  it("are kept by the migration with their version (so retirements still wait for them), and acknowledge again once an admin registers them", async () => {
     const dir = mkdtempSync(join(tmpdir(), "anchorage-legacy-consumers-"));
     try {
       const path = join(dir, "anchorage.db");
@@ -138,14 +138,14 @@ describe("trust bundle consumers recorded before consumers were registered", () 
       const db = openDatabase(path);
       try {
         const consumers = new SqliteTrustBundleConsumerRepository(db);
-        expect(consumers.list()).toEqual([
+        expect(await consumers.list()).toEqual([
           { consumerId: "fake-consumer-1", spiffeId: null, acknowledgedSequence: 3, acknowledgedAt: T0, firstSeenAt: T0, registeredAt: null, registeredBy: null },
         ]);
-        const registered = consumers.register({ consumerId: "fake-consumer-1", spiffeId: "spiffe://anchorage.test/mesh", registeredBy: "apikey:admin" }, new Date(T0.getTime() + HOUR));
+        const registered = await consumers.register({ consumerId: "fake-consumer-1", spiffeId: "spiffe://anchorage.test/mesh", registeredBy: "apikey:admin" }, new Date(T0.getTime() + HOUR));
         expect(registered).toMatchObject({ spiffeId: "spiffe://anchorage.test/mesh", acknowledgedSequence: 3, registeredAt: new Date(T0.getTime() + HOUR) });
-        expect(consumers.acknowledge("fake-consumer-1", 4, new Date(T0.getTime() + 2 * HOUR))?.acknowledgedSequence).toBe(4);
-        expect(consumers.acknowledge("nobody", 4, T0)).toBeUndefined();
-        expect(consumers.count()).toBe(1);
+        expect((await consumers.acknowledge("fake-consumer-1", 4, new Date(T0.getTime() + 2 * HOUR)))?.acknowledgedSequence).toBe(4);
+        expect(await consumers.acknowledge("nobody", 4, T0)).toBeUndefined();
+        expect(await consumers.count()).toBe(1);
       } finally {
         db.close();
       }

@@ -27,7 +27,7 @@ const addToken = (uses: number, expiresAt?: Date): Buffer => insertToken(tokens,
 
 const count = (sql: string, ...args: unknown[]): number => Number(db.prepare(sql).pluck().get(...args));
 
-beforeAll(() => {
+beforeAll(async () => {
   scratch = openScratchStore("anchorage-store-", NOW);
   dir = scratch.dir;
   db = scratch.db;
@@ -38,7 +38,7 @@ beforeAll(() => {
 afterAll(() => scratch.close());
 
 describe("SqliteCertificateStore on a real SQLite file", () => {
-  it("opens in WAL mode with full durability and the schema migrated", () => {
+  it("opens in WAL mode with full durability and the schema migrated", async () => {
     expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
     expect(db.pragma("synchronous", { simple: true })).toBe(2);
     expect(count("SELECT max(version) FROM schema_migrations")).toBe(Math.max(...MIGRATIONS.map((migration) => migration.version)));
@@ -48,9 +48,9 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     const item = prepared();
     const before = count("SELECT count(*) FROM audit_events");
     expect(await store.prepare([item], NOW)).toEqual([{ ok: true }]);
-    expect(store.get(item.serial)).toBeUndefined(); // reserved is not issued
+    expect(await store.get(item.serial)).toBeUndefined(); // reserved is not issued
     await store.complete([{ serial: item.serial, der: Buffer.from("cert"), fingerprintSha256: "ab", audit: { ...audit, type: "issuance.signed" } }], NOW);
-    const record = store.get(item.serial);
+    const record = await store.get(item.serial);
     expect(record?.der.toString()).toBe("cert");
     expect(record?.dnsNames).toEqual(["web.svc"]);
     expect(count("SELECT count(*) FROM audit_events")).toBe(before + 2);
@@ -105,7 +105,7 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     ).rejects.toThrow(/not reserved/);
   });
 
-  it("keeps audit events append-only in the database itself", () => {
+  it("keeps audit events append-only in the database itself", async () => {
     expect(() => db.prepare("UPDATE audit_events SET actor = 'x'").run()).toThrow(/append-only/);
     expect(() => db.prepare("DELETE FROM audit_events").run()).toThrow(/append-only/);
   });
@@ -117,14 +117,14 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
       await store.complete([{ serial: item.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
     }
     const filter = { spiffeId: "spiffe://anchorage.test/paged" };
-    const first = store.list(filter, 2, undefined, NOW);
-    const second = store.list(filter, 2, first.cursors.at(-1), NOW);
-    const third = store.list(filter, 2, second.cursors.at(-1), NOW);
+    const first = await store.list(filter, 2, undefined, NOW);
+    const second = await store.list(filter, 2, first.cursors.at(-1), NOW);
+    const third = await store.list(filter, 2, second.cursors.at(-1), NOW);
     const serials = [...first.items, ...second.items, ...third.items].map((item) => item.serial);
     expect(new Set(serials).size).toBe(5);
     expect(first.countTotal()).toBe(5);
     expect([first.hasNextPage, second.hasNextPage, third.hasNextPage]).toEqual([true, true, false]);
-    expect(() => store.list(filter, 2, "bm90LWEtY3Vyc29y", NOW)).toThrow(/cursor/);
+    await expect(store.list(filter, 2, "bm90LWEtY3Vyc29y", NOW)).rejects.toThrow(/cursor/);
   });
 
   it("does not skip a certificate reserved before a page was read and signed after it", async () => {
@@ -134,10 +134,10 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     await store.prepare([early], NOW);
     await store.prepare([late], NOW);
     await store.complete([{ serial: late.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
-    const first = store.list({ spiffeId }, 10, undefined, NOW);
+    const first = await store.list({ spiffeId }, 10, undefined, NOW);
     expect(first.items.map((item) => item.serial)).toEqual([late.serial]);
     await store.complete([{ serial: early.serial, der: Buffer.from("c"), fingerprintSha256: "00", audit }], NOW);
-    const next = store.list({ spiffeId }, 10, first.cursors.at(-1), NOW);
+    const next = await store.list({ spiffeId }, 10, first.cursors.at(-1), NOW);
     expect(next.items.map((item) => item.serial)).toEqual([early.serial]);
   });
 
@@ -149,21 +149,21 @@ describe("SqliteCertificateStore on a real SQLite file", () => {
     await store.prepare([a, b], NOW);
     await store.complete([{ serial: a.serial, der: Buffer.from("a"), fingerprintSha256: "00", audit }], NOW);
     await store.complete([{ serial: b.serial, der: Buffer.from("b"), fingerprintSha256: "00", audit }], later);
-    const serials = (filter: Parameters<typeof store.list>[0]) => store.list(filter, 10, undefined, NOW).items.map((item) => item.serial);
-    expect(serials({ dnsName: "shared.filters.svc" })).toEqual([a.serial, b.serial]);
-    expect(serials({ dnsName: "b.filters.svc" })).toEqual([b.serial]);
-    expect(serials({ dnsName: "filters.svc" })).toEqual([]);
-    expect(serials({ serial: a.serial })).toEqual([a.serial]);
-    expect(serials({ spiffeId, issuedAfter: later })).toEqual([b.serial]);
-    expect(serials({ spiffeId, issuedBefore: later })).toEqual([a.serial]);
-    expect(serials({ spiffeId, expiresAfter: later })).toEqual([a.serial, b.serial]);
-    expect(serials({ spiffeId, expiresAfter: new Date(later.getTime() + 1) })).toEqual([b.serial]);
-    expect(serials({ spiffeId, expiresBefore: later })).toEqual([]);
-    expect(store.list({ dnsName: "shared.filters.svc" }, 1, undefined, NOW).countTotal()).toBe(2);
+    const serials = async (filter: Parameters<typeof store.list>[0]) => (await store.list(filter, 10, undefined, NOW)).items.map((item) => item.serial);
+    expect(await serials({ dnsName: "shared.filters.svc" })).toEqual([a.serial, b.serial]);
+    expect(await serials({ dnsName: "b.filters.svc" })).toEqual([b.serial]);
+    expect(await serials({ dnsName: "filters.svc" })).toEqual([]);
+    expect(await serials({ serial: a.serial })).toEqual([a.serial]);
+    expect(await serials({ spiffeId, issuedAfter: later })).toEqual([b.serial]);
+    expect(await serials({ spiffeId, issuedBefore: later })).toEqual([a.serial]);
+    expect(await serials({ spiffeId, expiresAfter: later })).toEqual([a.serial, b.serial]);
+    expect(await serials({ spiffeId, expiresAfter: new Date(later.getTime() + 1) })).toEqual([b.serial]);
+    expect(await serials({ spiffeId, expiresBefore: later })).toEqual([]);
+    expect((await store.list({ dnsName: "shared.filters.svc" }, 1, undefined, NOW)).countTotal()).toBe(2);
     expect(count("SELECT count(*) FROM certificate_dns_names WHERE name = 'shared.filters.svc'")).toBe(2);
   });
 
-  it("keeps the transparency log's leaves append-only in the database itself", () => {
+  it("keeps the transparency log's leaves append-only in the database itself", async () => {
     db.prepare("INSERT INTO log_leaves (leaf_index, kind, ref, leaf_hash) VALUES (999999, 'audit', 999999, x'00')").run();
     expect(() => db.prepare("UPDATE log_leaves SET ref = 0").run()).toThrow(/append-only/);
     expect(() => db.prepare("DELETE FROM log_leaves").run()).toThrow(/append-only/);
@@ -204,7 +204,7 @@ describe("GroupCommitter", () => {
 });
 
 describe("SqliteOcspRepository.externalChangeCounter", () => {
-  it("changes after another connection commits, not after this connection's own writes", () => {
+  it("changes after another connection commits, not after this connection's own writes", async () => {
     const other = openDatabase(join(dir, "anchorage.db"));
     try {
       const mine = new SqliteOcspRepository(db);
@@ -218,11 +218,11 @@ describe("SqliteOcspRepository.externalChangeCounter", () => {
         nextUpdate: new Date(NOW.getTime() + 60_000),
       };
       const start = mine.externalChangeCounter();
-      expect(mine.saveResponse(response, "unknown")).toBe(true);
+      expect(await mine.saveResponse(response, "unknown")).toBe(true);
       expect(mine.externalChangeCounter()).toBe(start);
-      theirs.saveResponse({ ...response, der: Buffer.from("r2"), thisUpdate: new Date(NOW.getTime() + 1000) }, "unknown");
+      await theirs.saveResponse({ ...response, der: Buffer.from("r2"), thisUpdate: new Date(NOW.getTime() + 1000) }, "unknown");
       expect(mine.externalChangeCounter()).not.toBe(start);
-      expect(mine.getResponse("ca", "0a", "sha1")?.der.toString()).toBe("r2");
+      expect((await mine.getResponse("ca", "0a", "sha1"))?.der.toString()).toBe("r2");
     } finally {
       other.close();
     }
@@ -230,18 +230,18 @@ describe("SqliteOcspRepository.externalChangeCounter", () => {
 });
 
 describe("SqliteOcspRepository.claimSignerCreation", () => {
-  it("gives a responder certificate's creation to one process at a time, and takes back a claim gone stale", () => {
+  it("gives a responder certificate's creation to one process at a time, and takes back a claim gone stale", async () => {
     const otherDb = openDatabase(join(dir, "anchorage.db"));
     try {
       const other = new SqliteOcspRepository(otherDb);
       const mine = new SqliteOcspRepository(db);
       const staleBefore = (at: Date) => new Date(at.getTime() - 60_000);
-      expect(mine.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(true);
-      expect(other.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(false);
-      expect(other.claimSignerCreation("another-ca", NOW, staleBefore(NOW))).toBe(true);
+      expect(await mine.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(true);
+      expect(await other.claimSignerCreation("ca-claim", NOW, staleBefore(NOW))).toBe(false);
+      expect(await other.claimSignerCreation("another-ca", NOW, staleBefore(NOW))).toBe(true);
       const later = new Date(NOW.getTime() + 61_000);
-      expect(other.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(true);
-      expect(mine.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(false);
+      expect(await other.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(true);
+      expect(await mine.claimSignerCreation("ca-claim", later, staleBefore(later))).toBe(false);
     } finally {
       otherDb.close();
     }
@@ -262,18 +262,18 @@ describe("SqliteOcspRepository.saveResponse", () => {
       thisUpdate: NOW,
       nextUpdate: new Date(NOW.getTime() + 60_000),
     };
-    expect(ocsp.status("ca", item.serial).kind).toBe("good");
+    expect((await ocsp.status("ca", item.serial)).kind).toBe("good");
     new SqliteRevocationRepository(db, new SqliteAuditEventRepository(db)).revoke(item.serial, "KEY_COMPROMISE", NOW, {
       type: "certificate.revoked",
       actor: "apikey:admin",
       outcome: "success",
     });
     // Signed as "good" before the revocation landed: it must not be stored (same second, even).
-    expect(ocsp.saveResponse(response, "good")).toBe(false);
-    expect(ocsp.getResponse("ca", item.serial, "sha1")).toBeUndefined();
-    expect(ocsp.saveResponse({ ...response, der: Buffer.from("revoked") }, "revoked")).toBe(true);
-    expect(ocsp.saveResponses([{ response, signedStatus: "good" }])).toEqual([]);
-    expect(ocsp.getResponse("ca", item.serial, "sha1")?.der.toString()).toBe("revoked");
+    expect(await ocsp.saveResponse(response, "good")).toBe(false);
+    expect(await ocsp.getResponse("ca", item.serial, "sha1")).toBeUndefined();
+    expect(await ocsp.saveResponse({ ...response, der: Buffer.from("revoked") }, "revoked")).toBe(true);
+    expect(await ocsp.saveResponses([{ response, signedStatus: "good" }])).toEqual([]);
+    expect((await ocsp.getResponse("ca", item.serial, "sha1"))?.der.toString()).toBe("revoked");
   });
 });
 

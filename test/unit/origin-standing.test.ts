@@ -26,27 +26,27 @@ const tokens = new Map([
   ["tok_revoked", token("tok_revoked", NOW)],
 ]);
 const standing = new CredentialStanding({
-  tokens: { get: (id) => tokens.get(id) },
-  registrations: { get: (id) => (id === registration.id ? registration : undefined) },
+  tokens: { get: async (id) => tokens.get(id) },
+  registrations: { get: async (id) => (id === registration.id ? registration : undefined) },
   jwtIssuers: new Set(["https://issuer.test"]),
 });
 
-describe("CredentialStanding", () => {
-  it("lets a lineage renew while its token is merely expired or used up, its registration kept, its JWT issuer configured", () => {
-    expect(standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_live", maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
-    expect(standing.refusal({ kind: "jwt", issuer: "https://issuer.test", subject: "s", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
-    expect(standing.refusal({ kind: "system", maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
+describe("CredentialStanding", async () => {
+  it("lets a lineage renew while its token is merely expired or used up, its registration kept, its JWT issuer configured", async () => {
+    expect(await standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_live", maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
+    expect(await standing.refusal({ kind: "jwt", issuer: "https://issuer.test", subject: "s", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
+    expect(await standing.refusal({ kind: "system", maxTtlSeconds: 60 }, SPIFFE_ID)).toBeUndefined();
   });
 
-  it("names why a lineage may no longer renew", () => {
-    expect(standing.refusal({ kind: "token", tokenId: "tok_revoked", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/tok_revoked .*was revoked/);
-    expect(standing.refusal({ kind: "token", tokenId: "tok_gone", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/no longer exists/);
-    expect(standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_gone", maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/registration reg_gone .*deleted/);
-    expect(standing.refusal({ kind: "jwt", issuer: "https://removed.test", subject: "s", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(
+  it("names why a lineage may no longer renew", async () => {
+    expect(await standing.refusal({ kind: "token", tokenId: "tok_revoked", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/tok_revoked .*was revoked/);
+    expect(await standing.refusal({ kind: "token", tokenId: "tok_gone", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/no longer exists/);
+    expect(await standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_gone", maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/registration reg_gone .*deleted/);
+    expect(await standing.refusal({ kind: "jwt", issuer: "https://removed.test", subject: "s", registrationId: null, maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(
       /JWT issuer "https:\/\/removed.test" .*no longer configured/,
     );
-    expect(standing.refusal({ kind: "jwt", issuer: "https://issuer.test", subject: "s", registrationId: "reg_gone", maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/deleted/);
-    expect(standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_live", maxTtlSeconds: 60 }, "spiffe://anchorage.test/other")).toMatch(
+    expect(await standing.refusal({ kind: "jwt", issuer: "https://issuer.test", subject: "s", registrationId: "reg_gone", maxTtlSeconds: 60 }, SPIFFE_ID)).toMatch(/deleted/);
+    expect(await standing.refusal({ kind: "token", tokenId: "tok_used", registrationId: "reg_live", maxTtlSeconds: 60 }, "spiffe://anchorage.test/other")).toMatch(
       /reg_live .*is now for spiffe:\/\/anchorage.test\/web/,
     );
   });

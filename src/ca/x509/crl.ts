@@ -46,7 +46,8 @@ export interface CrlTbsFields {
   readonly nextUpdate: Date;
   /** Monotonically increasing CRL number (RFC 5280 §5.2.3): non-negative, at most 20 octets. */
   readonly crlNumber: bigint;
-  readonly entries: Iterable<CrlEntry>;
+  /** Entries to encode, or entries already encoded with `encodeCrlEntries`. */
+  readonly entries: Iterable<CrlEntry> | EncodedCrlEntries;
 }
 
 const OID_AUTHORITY_KEY_IDENTIFIER = "2.5.29.35";
@@ -107,7 +108,7 @@ export function buildCrlTbs(fields: CrlTbsFields): Buffer {
       sequence(oid(OID_CRL_NUMBER), octetString(integerFromBigInt(fields.crlNumber))),
     ),
   );
-  const revoked = encodeEntries(fields.entries);
+  const revoked = "der" in fields.entries ? fields.entries.der : encodeEntries(fields.entries);
   if (revoked.length > 0) parts.push(encodeHeader(TAG.SEQUENCE, revoked.length), revoked);
   parts.push(crlExtensions);
 
@@ -119,9 +120,30 @@ export function buildCrlTbs(fields: CrlTbsFields): Buffer {
 
 /** The concatenated revokedCertificates entries (without the outer SEQUENCE header). */
 function encodeEntries(entries: Iterable<CrlEntry>): Buffer {
-  let buffer = Buffer.allocUnsafe(64 * 1024);
-  let used = 0;
-  for (const entry of entries) {
+  const writer = new CrlEntriesWriter();
+  for (const entry of entries) writer.add(entry);
+  return writer.encoded().der;
+}
+
+/** revokedCertificates encoded ahead of the rest of the TBSCertList, from entries that arrive asynchronously. */
+export interface EncodedCrlEntries {
+  readonly der: Buffer;
+}
+
+/** Encodes entries read from a source that must be awaited (a database read in chunks), one at a time. */
+export async function encodeCrlEntries(entries: AsyncIterable<CrlEntry>): Promise<EncodedCrlEntries> {
+  const writer = new CrlEntriesWriter();
+  for await (const entry of entries) writer.add(entry);
+  return writer.encoded();
+}
+
+class CrlEntriesWriter {
+  private buffer = Buffer.allocUnsafe(64 * 1024);
+  private used = 0;
+
+  add(entry: CrlEntry): void {
+    let buffer = this.buffer;
+    const used = this.used;
     // The INTEGER is written in place, byte by byte, rather than through unsignedIntegerContent and
     // Buffer#copy: at a million entries, per-entry allocations and native copy calls dominate the cost.
     const serial = entry.serialNumber;
@@ -137,6 +159,7 @@ function encodeEntries(entries: Iterable<CrlEntry>): Buffer {
       const grown = Buffer.allocUnsafe(Math.max(buffer.length * 2, used + size));
       buffer.copy(grown, 0, 0, used);
       buffer = grown;
+      this.buffer = grown;
     }
     let at = writeHeader(buffer, used, TAG.SEQUENCE, contentLength);
     at = writeHeader(buffer, at, TAG.INTEGER, serialLength);
@@ -146,9 +169,12 @@ function encodeEntries(entries: Iterable<CrlEntry>): Buffer {
     if (reasonExtension !== undefined) {
       for (let i = 0; i < reasonExtension.length; i++) buffer[at++] = reasonExtension[i] as number;
     }
-    used = at;
+    this.used = at;
   }
-  return buffer.subarray(0, used);
+
+  encoded(): EncodedCrlEntries {
+    return { der: this.buffer.subarray(0, this.used) };
+  }
 }
 
 function reasonExtensionFor(reason: number | undefined): Buffer | undefined {

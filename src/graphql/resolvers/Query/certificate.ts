@@ -1,4 +1,4 @@
 import type { QueryResolvers } from "../../generated/resolvers-types.js";
 
-export const certificate: NonNullable<QueryResolvers["certificate"]> = (_parent, args, context) =>
-  context.services.certificates.get(context.principal, args.serial, context.clientCertificate) ?? null;
+export const certificate: NonNullable<QueryResolvers["certificate"]> = async (_parent, args, context) =>
+  (await context.services.certificates.get(context.principal, args.serial, context.clientCertificate)) ?? null;

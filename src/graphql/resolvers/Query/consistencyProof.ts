@@ -1,7 +1,7 @@
 import type { QueryResolvers } from "../../generated/resolvers-types.js";
 
-export const consistencyProof: NonNullable<QueryResolvers["consistencyProof"]> = (_parent, args, context) => {
-  const proof = context.services.transparencyLog.consistencyProof(context.principal, args.fromSize, args.toSize);
+export const consistencyProof: NonNullable<QueryResolvers["consistencyProof"]> = async (_parent, args, context) => {
+  const proof = await context.services.transparencyLog.consistencyProof(context.principal, args.fromSize, args.toSize);
   return {
     fromSize: proof.fromSize,
     toSize: proof.toSize,

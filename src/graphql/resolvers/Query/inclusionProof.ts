@@ -1,7 +1,7 @@
 import type { QueryResolvers } from "../../generated/resolvers-types.js";
 
-export const inclusionProof: NonNullable<QueryResolvers["inclusionProof"]> = (_parent, args, context) => {
-  const proof = context.services.transparencyLog.inclusionProof(context.principal, args.serial, args.treeSize);
+export const inclusionProof: NonNullable<QueryResolvers["inclusionProof"]> = async (_parent, args, context) => {
+  const proof = await context.services.transparencyLog.inclusionProof(context.principal, args.serial, args.treeSize);
   return {
     leafIndex: proof.leafIndex,
     treeSize: proof.treeSize,

@@ -1,8 +1,8 @@
 import type { QueryResolvers } from "../../generated/resolvers-types.js";
 
-export const transparencyLog: NonNullable<QueryResolvers["transparencyLog"]> = (_parent, _args, context) => {
+export const transparencyLog: NonNullable<QueryResolvers["transparencyLog"]> = async (_parent, _args, context) => {
   const log = context.services.transparencyLog;
-  const checkpoint = log.latestCheckpoint(context.principal);
+  const checkpoint = await log.latestCheckpoint(context.principal);
   return {
     origin: log.origin,
     verifierKey: log.verifierKey,
