@@ -284,10 +284,15 @@ export const POSTGRES_MIGRATIONS: readonly { version: number; sql: string }[] = 
       -- then draws its number, so a transaction holding a number commits (releasing the lock) before the next
       -- one can draw. Being a trigger, it orders every writer, whichever repository or tool inserts the row.
       -- The lock is held until commit: a transaction should append its audit events as its last writes.
+      -- The identity default would draw a number of its own before the trigger runs (a gap per event), so
+      -- the column gets a plain sequence that only the trigger draws from.
+      ALTER TABLE audit_events ALTER COLUMN sequence DROP IDENTITY;
+      CREATE SEQUENCE audit_events_sequence AS BIGINT OWNED BY audit_events.sequence;
+      SELECT setval('audit_events_sequence', coalesce(max(sequence), 0) + 1, false) FROM audit_events;
       CREATE FUNCTION number_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
         PERFORM pg_advisory_xact_lock(${ADVISORY_LOCKS.auditSequence.toString()});
-        NEW.sequence := nextval(pg_get_serial_sequence('audit_events', 'sequence'));
+        NEW.sequence := nextval('audit_events_sequence');
         RETURN NEW;
       END;
       $$;
