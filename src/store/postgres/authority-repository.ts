@@ -4,6 +4,8 @@ import { ADVISORY_LOCKS } from "./advisory-locks.js";
 import type { AsyncPort } from "./async-port.js";
 import type { PostgresDatabase } from "./database.js";
 
+// Ids are ordered COLLATE "C" (byte order, as SQLite orders them) whatever the database's default collation.
+
 interface AuthorityRow {
   id: string;
   kind: AuthorityKind;
