@@ -219,7 +219,7 @@ export class TransparencyLog {
  * Runs a root or proof computation over the stored hashes it needs, fetched in one call: which subtrees a
  * computation visits depends only on the sizes, so a first pass with placeholder hashes names them.
  */
-async function withStoredHashes<T>(repository: TransparencyLogRepository, compute: (hashes: SubtreeHashes) => T): Promise<T> {
+export async function withStoredHashes<T>(repository: TransparencyLogRepository, compute: (hashes: SubtreeHashes) => T): Promise<T> {
   const wanted: SubtreeAddress[] = [];
   compute({
     get: (level, index) => {

@@ -7,7 +7,23 @@ import type {
   RegistrationRecord,
   RegistrationRepository,
 } from "../policy/model.js";
+import { BadUserInputError } from "../common/errors.js";
 import { inTransaction, type SqliteDatabase } from "./database.js";
+
+/**
+ * The refusal for a registration whose JWT issuer and subject another registration already maps, when the
+ * unique index rather than the service's own check catches it (two writers passing the check together).
+ */
+export function duplicateJwtSubjectError(record: Pick<RegistrationRecord, "jwtIssuer" | "jwtSubject">, options?: { cause?: unknown }): BadUserInputError {
+  const subject = JSON.stringify(record.jwtSubject?.slice(0, 200));
+  return new BadUserInputError(`another registration already maps JWT subject ${subject} of this issuer`, options);
+}
+
+/** SQLite names the columns of the violated unique index in its message, e.g. `registrations.jwt_issuer, ...`. */
+function isUniqueViolationOf(error: unknown, column: string): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  return code === "SQLITE_CONSTRAINT_UNIQUE" && typeof message === "string" && message.includes(column);
+}
 
 interface ApiKeyRow {
   id: string;
@@ -177,28 +193,32 @@ export class SqliteRegistrationRepository implements RegistrationRepository {
   constructor(private readonly db: SqliteDatabase) {}
 
   async insert(record: RegistrationRecord): Promise<void> {
-    this.db
-      .prepare(
-        `INSERT INTO registrations (id, spiffe_id, dns_names, max_ttl_seconds, jwt_issuer, jwt_subject, created_by, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        record.id,
-        record.spiffeId,
-        JSON.stringify(record.dnsNames),
-        record.maxTtlSeconds,
-        record.jwtIssuer,
-        record.jwtSubject,
-        record.createdBy,
-        record.createdAt.getTime(),
-        record.updatedAt.getTime(),
-      );
+    this.refusingDuplicateJwtSubject(record, () =>
+      this.db
+        .prepare(
+          `INSERT INTO registrations (id, spiffe_id, dns_names, max_ttl_seconds, jwt_issuer, jwt_subject, created_by, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          record.id,
+          record.spiffeId,
+          JSON.stringify(record.dnsNames),
+          record.maxTtlSeconds,
+          record.jwtIssuer,
+          record.jwtSubject,
+          record.createdBy,
+          record.createdAt.getTime(),
+          record.updatedAt.getTime(),
+        ),
+    );
   }
 
   async update(record: RegistrationRecord): Promise<void> {
-    this.db
-      .prepare("UPDATE registrations SET spiffe_id = ?, dns_names = ?, max_ttl_seconds = ?, jwt_issuer = ?, jwt_subject = ?, updated_at = ? WHERE id = ?")
-      .run(record.spiffeId, JSON.stringify(record.dnsNames), record.maxTtlSeconds, record.jwtIssuer, record.jwtSubject, record.updatedAt.getTime(), record.id);
+    this.refusingDuplicateJwtSubject(record, () =>
+      this.db
+        .prepare("UPDATE registrations SET spiffe_id = ?, dns_names = ?, max_ttl_seconds = ?, jwt_issuer = ?, jwt_subject = ?, updated_at = ? WHERE id = ?")
+        .run(record.spiffeId, JSON.stringify(record.dnsNames), record.maxTtlSeconds, record.jwtIssuer, record.jwtSubject, record.updatedAt.getTime(), record.id),
+    );
   }
 
   async delete(id: string): Promise<boolean> {
@@ -223,5 +243,15 @@ export class SqliteRegistrationRepository implements RegistrationRepository {
             .prepare("SELECT * FROM registrations WHERE spiffe_id >= ? AND spiffe_id < ? ORDER BY spiffe_id, id")
             .all(filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`);
     return (rows as RegistrationRow[]).map(registrationFromRow);
+  }
+
+  /** The service checks for a duplicate first; the unique index catches a writer in another process passing that check too. */
+  private refusingDuplicateJwtSubject(record: RegistrationRecord, write: () => unknown): void {
+    try {
+      write();
+    } catch (error) {
+      if (isUniqueViolationOf(error, "registrations.jwt_issuer")) throw duplicateJwtSubjectError(record, { cause: error });
+      throw error;
+    }
   }
 }

@@ -1,4 +1,5 @@
 import type { ClientBase } from "pg";
+import { ADVISORY_LOCKS } from "./advisory-locks.js";
 
 /**
  * Numbered schema migrations of the PostgreSQL store, the counterpart of the SQLite ones in `../migrations.ts`.
@@ -271,6 +272,32 @@ export const POSTGRES_MIGRATIONS: readonly { version: number; sql: string }[] = 
 
       -- Space the readiness probe takes and gives back after a write failed because the disk refused it.
       CREATE TABLE storage_probe (payload BYTEA NOT NULL);
+    `,
+  },
+  {
+    version: 3,
+    sql: `
+      -- Audit events are numbered in commit order, as SQLite's single writer numbers them: readers page by
+      -- sequence and the transparency log appends events after the last sequence it holds, so an event that
+      -- committed after a larger number was seen would be skipped by both. Identity values are handed out at
+      -- insert time, not commit time; instead every insert takes a transaction-scoped advisory lock and only
+      -- then draws its number, so a transaction holding a number commits (releasing the lock) before the next
+      -- one can draw. Being a trigger, it orders every writer, whichever repository or tool inserts the row.
+      -- The lock is held until commit: a transaction should append its audit events as its last writes.
+      -- The identity default would draw a number of its own before the trigger runs (a gap per event), so
+      -- the column gets a plain sequence that only the trigger draws from.
+      ALTER TABLE audit_events ALTER COLUMN sequence DROP IDENTITY;
+      CREATE SEQUENCE audit_events_sequence AS BIGINT OWNED BY audit_events.sequence;
+      SELECT setval('audit_events_sequence', coalesce(max(sequence), 0) + 1, false) FROM audit_events;
+      CREATE FUNCTION number_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_advisory_xact_lock(${ADVISORY_LOCKS.auditSequence.toString()});
+        NEW.sequence := nextval('audit_events_sequence');
+        RETURN NEW;
+      END;
+      $$;
+      CREATE TRIGGER audit_events_number BEFORE INSERT ON audit_events
+        FOR EACH ROW EXECUTE FUNCTION number_audit_event();
     `,
   },
 ];
