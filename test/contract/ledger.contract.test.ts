@@ -129,6 +129,17 @@ for (const engine of STORE_ENGINES) {
         await expect(b.ledger.complete([{ serial, der: Buffer.from("x"), fingerprintSha256: "00", audit: signed }], NOW)).rejects.toThrow(/not reserved/);
       });
 
+      it("completes a batch in its order, or none of it when one item was never reserved", async () => {
+        const batch = Array.from({ length: 3 }, () => prepared({ dnsNames: ["batch.svc"] }));
+        await a.ledger.prepare(batch, NOW);
+        const completion = (serial: string) => ({ serial, der: randomBytes(20), fingerprintSha256: "ab", audit: signed });
+        await expect(b.ledger.complete([completion(batch[0]?.serial as string), completion("ee".repeat(16))], NOW)).rejects.toThrow(/not reserved/);
+        expect(await a.ledger.get(batch[0]?.serial as string, NOW)).toBeUndefined();
+        await b.ledger.complete(batch.map((item) => completion(item.serial)), NOW);
+        const page = await a.ledger.list({ dnsName: "batch.svc" }, 10, undefined, NOW);
+        expect(page.items.map((item) => item.serial)).toEqual(batch.map((item) => item.serial));
+      });
+
       it("reports the database writable", async () => {
         await expect(a.ledger.probeWritable()).resolves.toBeUndefined();
       });

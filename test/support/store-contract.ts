@@ -26,7 +26,7 @@ import { placeholderAuthority, SCRATCH_AUTHORITY_ID } from "./scratch-store.js";
 import type { StoreEngine } from "./store-engines.js";
 
 export interface StoreNode {
-  readonly ledger: AsyncPort<IssuanceLedger> & AsyncPort<CertificateQuery>;
+  readonly ledger: AsyncPort<IssuanceLedger> & AsyncPort<CertificateQuery> & { probeWritable(): Promise<void> };
   readonly revocations: AsyncPort<RevocationRepository>;
   readonly ocsp: AsyncPort<Omit<OcspRepository, "externalChangeCounter">>;
   readonly crls: AsyncPort<CrlRepository>;

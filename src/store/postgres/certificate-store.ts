@@ -236,22 +236,34 @@ export class PostgresCertificateStore implements AsyncPort<IssuanceLedger>, Asyn
       if (items.length === 0) return;
       // Held until commit: see ISSUED_SEQ_LOCK_KEY. Taken before the audit lock, as every transaction taking both does.
       await transaction.query("SELECT pg_advisory_xact_lock($1)", [ISSUED_SEQ_LOCK_KEY.toString()]);
-      for (const item of items) {
-        const updated = await transaction.query(
-          `UPDATE certificates SET state = 'issued', der = $1, fingerprint_sha256 = $2,
-             issued_at = greatest($3, coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (${LAST_ISSUED_SEQ})), 0)),
-             issued_seq = coalesce((${LAST_ISSUED_SEQ}), 0) + 1
-           WHERE serial = $4 AND state = 'prepared'`,
-          [item.der, item.fingerprintSha256, now.getTime(), item.serial],
-        );
-        if (updated.rowCount !== 1) throw new Error(`certificate ${item.serial} is not reserved`);
-        await transaction.query(
-          `INSERT INTO certificate_dns_names (name, issued_seq)
-           SELECT names.name, certificates.issued_seq FROM certificates, jsonb_array_elements_text(certificates.dns_names) AS names (name)
-           WHERE certificates.serial = $1`,
-          [item.serial],
-        );
+      // One statement for the batch: the items take the numbers after the last one committed, in their order,
+      // and issued_at never goes below the last certificate's, so that it stays non-decreasing along issued_seq.
+      const { rows } = await transaction.query<{ serial: string }>(
+        `WITH last AS (
+           SELECT coalesce(max(issued_seq), 0) AS issued_seq,
+                  coalesce((SELECT issued_at FROM certificates WHERE issued_seq = (${LAST_ISSUED_SEQ})), 0) AS issued_at
+           FROM certificates WHERE issued_seq IS NOT NULL
+         ), completed AS (
+           SELECT * FROM unnest($1::TEXT[], $2::BYTEA[], $3::TEXT[]) WITH ORDINALITY AS completed (serial, der, fingerprint_sha256, position)
+         )
+         UPDATE certificates SET state = 'issued', der = completed.der, fingerprint_sha256 = completed.fingerprint_sha256,
+           issued_at = greatest($4::BIGINT, last.issued_at), issued_seq = last.issued_seq + completed.position
+         FROM completed, last
+         WHERE certificates.serial = completed.serial AND certificates.state = 'prepared'
+         RETURNING certificates.serial`,
+        [items.map((item) => item.serial), items.map((item) => item.der), items.map((item) => item.fingerprintSha256), now.getTime()],
+      );
+      if (rows.length !== items.length) {
+        const completed = new Set(rows.map((row) => row.serial));
+        const missing = items.find((item) => !completed.has(item.serial)) ?? items.at(-1);
+        throw new Error(`certificate ${missing?.serial} is not reserved`);
       }
+      await transaction.query(
+        `INSERT INTO certificate_dns_names (name, issued_seq)
+         SELECT names.name, certificates.issued_seq FROM certificates, jsonb_array_elements_text(certificates.dns_names) AS names (name)
+         WHERE certificates.serial = ANY($1)`,
+        [items.map((item) => item.serial)],
+      );
       await appendAuditEvents(
         transaction,
         items.map((item) => ({ event: item.audit, occurredAt: now })),
