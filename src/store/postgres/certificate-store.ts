@@ -74,10 +74,11 @@ function filterConditions(filter: CertificateFilter, now: Date): Condition[] {
   };
   if (filter.serial !== undefined) add("serial = ?", filter.serial);
   if (filter.spiffeId !== undefined) add("spiffe_id = ?", filter.spiffeId);
-  // Range instead of LIKE: uses the index and treats % and _ in the prefix literally. COLLATE "C" compares
-  // code points as SQLite does, whatever the database's collation.
+  // Range instead of LIKE: uses the index and treats % and _ in the prefix literally. The range is exact where
+  // text compares by code point, as in SQLite and in a database created with the C collation; starts_with
+  // keeps other collations from adding rows (a COLLATE "C" here would keep the index out of use).
   if (filter.spiffeIdPrefix !== undefined) {
-    add(`spiffe_id COLLATE "C" >= ? AND spiffe_id COLLATE "C" < ?`, filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`);
+    add("spiffe_id >= ? AND spiffe_id < ? AND starts_with(spiffe_id, ?)", filter.spiffeIdPrefix, `${filter.spiffeIdPrefix}\u{10FFFF}`, filter.spiffeIdPrefix);
   }
   if (filter.dnsName !== undefined) {
     add("issued_seq IN (SELECT issued_seq FROM certificate_dns_names WHERE name = ?)", filter.dnsName);
