@@ -6,8 +6,11 @@ export interface Page<T> {
   /** Opaque cursor of each item, same order as `items`. */
   readonly cursors: readonly string[];
   readonly hasNextPage: boolean;
-  /** Rows matching the filter, all pages together. A function: counting costs more than a page, so only on demand. */
-  countTotal(): number;
+  /**
+   * Rows matching the filter, all pages together. A function: counting costs more than a page, so only on
+   * demand. A promise where the count is another round trip to a database server.
+   */
+  countTotal(): number | Promise<number>;
 }
 
 export const DEFAULT_PAGE_SIZE = 50;

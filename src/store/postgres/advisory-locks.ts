@@ -8,6 +8,8 @@ export const ADVISORY_LOCKS = {
   activation: 0x616e63686f720001n,
   /** Numbering audit events, so that their sequence follows commit order (see migration 3). */
   auditSequence: 0x616e63686f720002n,
+  /** Numbering issued certificates (issued_seq) in commit order: the history pages by it, the log appends by it. */
+  issuedSequence: 0x616e63686f720004n,
   /** Sequencing the transparency log: appending leaves and the subtree hashes they complete. */
   logSequencing: 0x616e63686f720003n,
 } as const;

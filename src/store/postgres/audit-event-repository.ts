@@ -17,15 +17,32 @@ export interface PostgresAuditEventRow extends Omit<AuditEventRow, "sequence" | 
 export const auditEventFromPostgresRow = (row: PostgresAuditEventRow): AuditEventRecord =>
   auditEventFromRow({ ...row, sequence: Number(row.sequence), occurred_at: Number(row.occurred_at) });
 
+/** An audit event to append inside another change's transaction. */
+export interface PendingAuditEvent {
+  readonly event: AuditEvent;
+  readonly occurredAt: Date;
+}
+
 /**
  * Appends one audit event through `queryable`: the database, or a transaction the event is part of. The
  * trigger of migration 3 numbers it in commit order, holding a lock until that transaction ends.
  */
-export async function appendAuditEvent(queryable: PostgresTransaction, event: AuditEvent, occurredAt: Date): Promise<void> {
+export function appendAuditEvent(queryable: PostgresTransaction, event: AuditEvent, occurredAt: Date): Promise<void> {
+  return appendAuditEvents(queryable, [{ event, occurredAt }]);
+}
+
+/**
+ * Appends audit events in the order given, with one statement (a multi-row VALUES list is inserted in its
+ * order, so their numbers follow it). The numbering lock is held from here until commit: transactions append
+ * their events last, and one that also takes the issued_seq lock takes that one first.
+ */
+export async function appendAuditEvents(queryable: PostgresTransaction, events: readonly PendingAuditEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  const columns = 8;
+  const values = events.map((_, row) => `(${Array.from({ length: columns }, (_, column) => `$${row * columns + column + 1}`).join(", ")})`);
   await queryable.query(
-    `INSERT INTO audit_events (occurred_at, type, actor, outcome, subject, code, remote_address, details)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [
+    `INSERT INTO audit_events (occurred_at, type, actor, outcome, subject, code, remote_address, details) VALUES ${values.join(", ")}`,
+    events.flatMap(({ event, occurredAt }) => [
       occurredAt.getTime(),
       event.type,
       event.actor,
@@ -34,7 +51,7 @@ export async function appendAuditEvent(queryable: PostgresTransaction, event: Au
       event.code ?? null,
       event.remoteAddress ?? null,
       event.details ? JSON.stringify(event.details) : null,
-    ],
+    ]),
   );
 }
 

@@ -275,6 +275,34 @@ export const POSTGRES_MIGRATIONS: readonly { version: number; sql: string }[] = 
     `,
   },
   {
+    // What SQLite's data_version tells a process (another connection committed), told per topic: every node
+    // LISTENs on one channel (see change-feed.ts) and drops what it cached about the topic named. Statement
+    // triggers, so a batch notifies once, and PostgreSQL folds identical notifications of one transaction
+    // into one, delivered at commit (never for a rollback). Certificate inserts and completions notify
+    // nothing: only a revocation (an UPDATE that sets revoked_at, even one that matched no row) changes an answer.
+    version: 2,
+    sql: `
+      CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('anchorage_changes', TG_ARGV[0]);
+        RETURN NULL;
+      END;
+      $$;
+      CREATE TRIGGER certificates_notify_revocation AFTER UPDATE OF revoked_at ON certificates
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('revocation');
+      CREATE TRIGGER ocsp_responses_notify AFTER INSERT OR UPDATE OR DELETE ON ocsp_responses
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('ocsp');
+      CREATE TRIGGER ocsp_signers_notify AFTER INSERT OR UPDATE OR DELETE ON ocsp_signers
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('ocsp');
+      CREATE TRIGGER crls_notify AFTER INSERT OR UPDATE OR DELETE ON crls
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('crl');
+      CREATE TRIGGER authorities_notify AFTER INSERT OR UPDATE OR DELETE ON authorities
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('authorities');
+      CREATE TRIGGER trust_bundle_versions_notify AFTER INSERT ON trust_bundle_versions
+        FOR EACH STATEMENT EXECUTE FUNCTION notify_change('trust_bundle');
+    `,
+  },
+  {
     version: 3,
     sql: `
       -- Audit events are numbered in commit order, as SQLite's single writer numbers them: readers page by
