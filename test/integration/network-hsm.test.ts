@@ -101,6 +101,38 @@ describe.skipIf(missing !== undefined)(`two nodes sharing a token through p11-ki
     expect(await second.openKey(KEY)).toEqual(publicKey);
   });
 
+  it("leaves at most one key when both nodes generate the same label at once, and it is the one a winner got", async () => {
+    // PKCS#11 has no "create unless the label exists": whichever way the generations interleave, no label may
+    // end up on two keys (every later open would refuse it), and a node may hold only the key that remains.
+    for (let round = 0; round < 6; round++) {
+      const label = `raced-${round}`;
+      const outcomes = await Promise.allSettled([
+        first.generateKey(label, { type: "ec", curve: "P-256" }),
+        second.generateKey(label, { type: "ec", curve: "P-256" }),
+      ]);
+      const winners = outcomes.filter((outcome) => outcome.status === "fulfilled");
+      expect(winners.length, `round ${round}: at most one generation may succeed`).toBeLessThanOrEqual(1);
+      for (const outcome of outcomes) {
+        if (outcome.status === "rejected") expect((outcome.reason as NodeCallError).code, String(outcome.reason)).toBe("BAD_USER_INPUT");
+      }
+
+      const opened = await Promise.allSettled([first.openKey(label), second.openKey(label)]);
+      const [winner] = winners;
+      if (winner === undefined) {
+        // Both yielded: the label is free again, on both nodes.
+        for (const outcome of opened) expect(outcome.status === "rejected" && (outcome.reason as NodeCallError).name).toBe("KeyNotFoundError");
+        continue;
+      }
+      for (const outcome of opened) {
+        expect(outcome.status, `round ${round}: ${outcome.status === "rejected" ? String(outcome.reason) : ""}`).toBe("fulfilled");
+        expect((outcome as PromiseFulfilledResult<Buffer>).value).toEqual(winner.value);
+      }
+      const [data] = messages(label, 1) as [Buffer];
+      const [signature] = (await second.sign(label, [data])) as [Buffer];
+      expect(verifiesWith(winner.value, data, signature)).toBe(true);
+    }
+  });
+
   it("signs concurrently on both nodes, every signature verifying with the shared key", async () => {
     const fromFirst = messages("first", 24);
     const fromSecond = messages("second", 24);
