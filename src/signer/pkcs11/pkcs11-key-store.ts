@@ -834,9 +834,9 @@ export class Pkcs11KeyStore implements KeyStore {
       // label exists". So look again now that our pair exists, and yield (destroy it) when anything else carries
       // the label. Of racing generations at most one survives: of two keys, the later one's owner always finds
       // the earlier one, unless that one was already yielded. Both may yield, which leaves the label free.
-      // That takes a token whose object list every session sees at once; SoftHSM re-reads its object files
-      // only when another process changed the token since its own last write, so there a race can still, rarely,
-      // leave two keys (which openKey then refuses, as before).
+      // That takes a token whose object list every session sees at once. SoftHSM re-reads its token folder only
+      // when the token's change counter moved, and its own writes carry its copy of the counter past other
+      // processes' changes, so there a race can still, rarely, leave two keys (which openKey refuses).
       const others = this.findObjects(session.handle, [{ type: CKA_LABEL, value: label }]).filter(
         (handle) => !handle.equals(pair.privateKey) && !handle.equals(pair.publicKey),
       );
