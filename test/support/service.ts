@@ -89,7 +89,10 @@ export interface RunningService {
 export interface StartOptions {
   /** Reuse this data folder (e.g. for a restart); it is then not removed by `cleanup()`. */
   readonly dataDir?: string;
-  /** Extra environment for the service, applied last. */
+  /**
+   * Extra environment for the service, applied last: e.g. `ANCHORAGE_PKCS11_MODULE` (p11-kit's client module)
+   * and `P11_KIT_SERVER_ADDRESS` for a node sharing a network HSM (test/support/p11-kit.ts).
+   */
   readonly env?: Record<string, string>;
 }
 
@@ -104,7 +107,7 @@ function baseEnvironment(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
     if (value === undefined) continue;
-    if (name.startsWith("ANCHORAGE_") || name === "SOFTHSM2_CONF") continue;
+    if (name.startsWith("ANCHORAGE_") || name === "SOFTHSM2_CONF" || name === "P11_KIT_SERVER_ADDRESS") continue;
     env[name] = value;
   }
   return env;

@@ -47,6 +47,7 @@ export type Pkcs11Api = Pick<
   | "C_FindObjectsFinal"
   | "C_GetAttributeValue"
   | "C_GenerateKeyPairAsync"
+  | "C_DestroyObject"
   | "C_SignInit"
   | "C_SignAsync"
 >;
@@ -281,7 +282,8 @@ export class Pkcs11KeyStore implements KeyStore {
    * only for signing, with `label` and a random 16-byte CKA_ID on both halves. The new key must pass a
    * test signature before it is returned.
    *
-   * @throws BadUserInputError when a key or object already carries `label`
+   * @throws BadUserInputError when a key or object already carries `label`, or another process sharing the
+   *   token generated a key with that label at the same time (the new pair is then destroyed again)
    * @throws HsmUnavailableError when the token cannot be reached or refuses the generation
    * @throws InternalError when the token ignored the template or the key does not verify
    */
@@ -304,7 +306,12 @@ export class Pkcs11KeyStore implements KeyStore {
    */
   async openKey(label: string): Promise<Signer> {
     checkLabel(label);
-    const info = await this.withSession(`opening key "${label}"`, async (session) => this.inspectKey(session, label));
+    return this.openVerifiedKey(label, undefined);
+  }
+
+  /** `openKey`, limited to the key with CKA_ID `id` when given (a key this store has just generated). */
+  private async openVerifiedKey(label: string, id: Buffer | undefined): Promise<Signer> {
+    const info = await this.withSession(`opening key "${label}"`, async (session) => this.inspectKey(session, label, id));
     const signer: Pkcs11Signer = new Pkcs11Signer(label, info, (data) => this.signWith(signer, data));
     await this.selfTest(signer);
     this.signers.set(label, signer);
@@ -771,7 +778,7 @@ export class Pkcs11KeyStore implements KeyStore {
   // ---- keys ----------------------------------------------------------------------------------------
 
   private async generateKeyNow(label: string, spec: KeySpec): Promise<Signer> {
-    await this.withSession(`generating key "${label}"`, async (session) => {
+    const generatedId = await this.withSession(`generating key "${label}"`, async (session) => {
       if (this.findObjects(session.handle, [{ type: CKA_LABEL, value: label }]).length > 0) {
         throw new BadUserInputError(`a key labelled "${label}" already exists on token "${this.tokenLabel}"`);
       }
@@ -821,9 +828,41 @@ export class Pkcs11KeyStore implements KeyStore {
       if (!isTrue(sensitive) || isTrue(extractable)) {
         throw new InternalError(`token "${this.tokenLabel}" generated key "${label}" as extractable or not sensitive; refusing it`);
       }
+
+      // Nodes sharing the token (a network HSM) may generate the same label at the same moment: the check above
+      // and the serialisation in generateKey cannot see another process, and PKCS#11 has no "create unless the
+      // label exists". So look again now that our pair exists, and yield (destroy it) when anything else carries
+      // the label. Of racing generations at most one survives: of two keys, the later one's owner always finds
+      // the earlier one, unless that one was already yielded. Both may yield, which leaves the label free.
+      // That takes a token whose object list every session sees at once. SoftHSM re-reads its token folder only
+      // when the token's change counter moved, and its own writes carry its copy of the counter past other
+      // processes' changes, so there a race can still, rarely, leave two keys (which openKey refuses).
+      const others = this.findObjects(session.handle, [{ type: CKA_LABEL, value: label }]).filter(
+        (handle) => !handle.equals(pair.privateKey) && !handle.equals(pair.publicKey),
+      );
+      if (others.length > 0) {
+        this.destroyGeneratedPair(session.handle, pair, label);
+        throw new BadUserInputError(
+          `another key labelled "${label}" appeared on token "${this.tokenLabel}" while this one was generated (generated elsewhere at the same time?); this one was discarded`,
+        );
+      }
+      return id;
     });
     this.logger.info({ key: label, keyType: spec.type }, "generated a key pair in the HSM");
-    return this.openKey(label);
+    // By CKA_ID as well: a racing generation elsewhere may still show its key under the label for a moment.
+    return this.openVerifiedKey(label, generatedId);
+  }
+
+  private destroyGeneratedPair(session: Buffer, pair: { privateKey: Buffer; publicKey: Buffer }, label: string): void {
+    try {
+      // The private half first: once it is gone, nothing can sign with the pair.
+      this.api.C_DestroyObject(session, pair.privateKey);
+      this.api.C_DestroyObject(session, pair.publicKey);
+    } catch (error) {
+      this.logger.error({ key: label, error: ckrName(error) }, "could not discard a duplicate key; two keys now carry the label");
+      throw error;
+    }
+    this.logger.warn({ key: label }, "discarded a generated key: another key with its label appeared meanwhile");
   }
 
   private async selfTest(signer: Pkcs11Signer): Promise<void> {
@@ -833,19 +872,21 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
-  /** Reads and checks the key pair labelled `label`, and builds its SubjectPublicKeyInfo. */
-  private inspectKey(session: PooledSession, label: string): KeyInfo {
+  /** Reads and checks the key pair labelled `label` (with CKA_ID `id`, when given), and builds its SubjectPublicKeyInfo. */
+  private inspectKey(session: PooledSession, label: string, id: Buffer | undefined): KeyInfo {
     const handle = session.handle;
+    const withId: Template = id === undefined ? [] : [{ type: CKA_ID, value: id }];
     const privateKeys = this.findObjects(handle, [
       { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
       { type: CKA_LABEL, value: label },
+      ...withId,
     ]);
     if (privateKeys.length === 0) throw new KeyNotFoundError(label);
     if (privateKeys.length > 1) {
       throw new InternalError(`token "${this.tokenLabel}" holds ${privateKeys.length} private keys labelled "${label}"; refusing to pick one`);
     }
     const privateKey = privateKeys[0] as Buffer;
-    const [privLabel, keyType, id, canSign, extractable] = this.attributes(handle, privateKey, [
+    const [privLabel, keyType, privateId, canSign, extractable] = this.attributes(handle, privateKey, [
       CKA_LABEL,
       CKA_KEY_TYPE,
       CKA_ID,
@@ -861,6 +902,7 @@ export class Pkcs11KeyStore implements KeyStore {
     const publicKeys = this.findObjects(handle, [
       { type: CKA_CLASS, value: CKO_PUBLIC_KEY },
       { type: CKA_LABEL, value: label },
+      ...withId,
     ]);
     if (publicKeys.length !== 1) {
       throw new InternalError(
@@ -869,7 +911,7 @@ export class Pkcs11KeyStore implements KeyStore {
     }
     const publicKey = publicKeys[0] as Buffer;
     const [pubId] = this.attributes(handle, publicKey, [CKA_ID]);
-    if (!pubId.equals(id)) {
+    if (!pubId.equals(privateId)) {
       throw new InternalError(`the public and private keys labelled "${label}" have different CKA_IDs`);
     }
 
@@ -881,7 +923,7 @@ export class Pkcs11KeyStore implements KeyStore {
         throw new InternalError(`key "${label}" is on a curve we do not support (EC params ${params.toString("hex")})`);
       }
       const spki = ecSpki(curve, unwrapEcPoint(point, CURVES[curve].fieldBytes, label));
-      return { spec: { type: "ec", curve }, spki, id };
+      return { spec: { type: "ec", curve }, spki, id: privateId };
     }
     if (type === CKK_RSA) {
       const [modulus, exponent] = this.attributes(handle, publicKey, [CKA_MODULUS, CKA_PUBLIC_EXPONENT]);
@@ -891,14 +933,15 @@ export class Pkcs11KeyStore implements KeyStore {
         throw new InternalError(`key "${label}" is an RSA key of an unsupported size`);
       }
       const spki = jwkToSpki({ kty: "RSA", n: n.toString("base64url"), e: stripLeadingZeros(exponent).toString("base64url") });
-      return { spec: { type: "rsa", modulusBits: bits }, spki, id };
+      return { spec: { type: "rsa", modulusBits: bits }, spki, id: privateId };
     }
     throw new InternalError(`key "${label}" has a key type we do not support (CKK ${type})`);
   }
 
   /**
-   * The private key handle of `signer` on this session, found by label and checked to carry that label and
-   * the CKA_ID the signer was opened with, so a key swapped under the label is never used.
+   * The private key handle of `signer` on this session, found by label and the CKA_ID the signer was opened
+   * with, and checked to carry both, so a key swapped under the label is never used (and a key another node
+   * briefly generated under the same label, before discarding it, is never picked).
    */
   private privateKeyHandle(session: PooledSession, signer: Pkcs11Signer): Buffer {
     const cached = session.keyHandles.get(signer.keyLabel);
@@ -906,6 +949,7 @@ export class Pkcs11KeyStore implements KeyStore {
     const found = this.findObjects(session.handle, [
       { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
       { type: CKA_LABEL, value: signer.keyLabel },
+      { type: CKA_ID, value: signer.keyId },
     ]);
     if (found.length === 0) {
       // Private objects are invisible without a login, so an empty search may mean the login is gone.

@@ -9,7 +9,7 @@ import { BadUserInputError, HsmUnavailableError } from "../../common/errors.js";
 import { tokenLabelOf } from "./pkcs11-key-store.js";
 
 // pkcs11js is CommonJS and builds its exports at run time, so Node's ESM loader sees only a default export.
-const { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_TOKEN_INITIALIZED, CKU_SO } = pkcs11js;
+const { CKF_OS_LOCKING_OK, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_TOKEN_INITIALIZED, CKU_SO } = pkcs11js;
 
 /** PKCS#11 token labels are exactly 32 bytes, blank padded. */
 const LABEL_BYTES = 32;
@@ -41,7 +41,9 @@ export function initialiseToken(options: TokenInitialisation): boolean {
     throw new HsmUnavailableError(`cannot load the PKCS#11 module "${options.modulePath}"`, { cause: error });
   }
   try {
-    api.C_Initialize();
+    // As the key store does: modules that serve several threads (p11-kit's client among them) refuse an
+    // initialisation without OS locking (CKR_CANT_LOCK).
+    api.C_Initialize({ flags: CKF_OS_LOCKING_OK });
     try {
       return initialise(api, options);
     } finally {
