@@ -54,15 +54,7 @@ import { RevocationService } from "./revocation/revocation-service.js";
 import { DEFAULT_TOKEN_SETTINGS, EnrollmentTokenService } from "./policy/enrollment-tokens.js";
 import { Pkcs11KeyStore } from "./signer/pkcs11/pkcs11-key-store.js";
 import { KeyNotFoundError, type KeyStore } from "./signer/signer.js";
-import { SqliteAuditEventRepository } from "./store/audit-event-repository.js";
-import { SqliteAuthorityRepository, SqliteTrustBundleConsumerRepository } from "./store/authority-repository.js";
-import { SqliteCertificateStore } from "./store/certificate-store.js";
-import { SqliteCrlRepository } from "./store/crl-repository.js";
-import { SqliteRevocationRepository } from "./store/revocation-repository.js";
-import { SqliteOcspRepository } from "./store/ocsp-repository.js";
-import { SqliteTransparencyLogRepository } from "./store/transparency-log-repository.js";
-import { openDatabase } from "./store/database.js";
-import { SqliteApiKeyRepository, SqliteEnrollmentTokenRepository, SqliteRegistrationRepository } from "./store/policy-repositories.js";
+import { openStore, type Store } from "./store/store.js";
 
 export interface RunningService {
   readonly graphqlPort: number;
@@ -137,21 +129,20 @@ async function issueServerCertificate(issuance: IssuanceService, config: Config)
   };
 }
 
-/** Opens the database and the repositories and services that sit directly on it. */
-function openState(config: Config, logger: Logger, clock: Clock) {
-  const db = openDatabase(join(config.dataDir, "anchorage.db"), { busyTimeoutMs: config.database.busyTimeoutMs });
-  const auditEvents = new SqliteAuditEventRepository(db);
-  const audit = new AuditLog(auditEvents, clock, logger.child({ component: "audit" }));
-  const authorityRepository = new SqliteAuthorityRepository(db);
+/** The store the configuration names: PostgreSQL when a database URL is set, else SQLite in the data folder. */
+function openConfiguredStore(config: Config): Promise<Store> {
+  return openStore({ dataDir: config.dataDir, ...config.database });
+}
+
+/** Opens the store and the services that sit directly on it. */
+async function openState(config: Config, logger: Logger, clock: Clock) {
+  const store = await openConfiguredStore(config);
+  const audit = new AuditLog(store.auditEvents, clock, logger.child({ component: "audit" }));
   return {
-    db,
-    authorityRepository,
-    auditEvents,
+    store,
     audit,
-    certificateStore: new SqliteCertificateStore(db, auditEvents),
-    crls: new SqliteCrlRepository(db),
-    authorities: new AuthorityService(authorityRepository, config.trustDomain),
-    apiKeys: new ApiKeyService(new SqliteApiKeyRepository(db), audit, clock),
+    authorities: new AuthorityService(store.authorities, config.trustDomain),
+    apiKeys: new ApiKeyService(store.apiKeys, audit, clock),
   };
 }
 
@@ -171,7 +162,7 @@ function openKeyStore(config: Config, pin: string, logger: Logger): Promise<Pkcs
  */
 export async function prepareDataFolder(config: Config, logger: Logger, clock: Clock = systemClock): Promise<void> {
   if (config.bootstrap !== "development") {
-    openDatabase(join(config.dataDir, "anchorage.db")).close();
+    await (await openConfiguredStore(config)).close();
     const keyStore = await openKeyStore(config, config.hsm.pin as string, logger);
     try {
       await ensureTransparencyLogKey(keyStore, config, logger);
@@ -181,15 +172,15 @@ export async function prepareDataFolder(config: Config, logger: Logger, clock: C
     return;
   }
   const hsm = prepareDevelopmentHsm(config, logger);
-  const state = openState(config, logger, clock);
+  const state = await openState(config, logger, clock);
   const keyStore = await openKeyStore(config, hsm.onlinePin, logger);
   try {
-    await ensureDevelopmentAuthorities({ config, hsm, keyStore, authorities: state.authorities, crls: state.crls, clock, logger });
+    await ensureDevelopmentAuthorities({ config, hsm, keyStore, authorities: state.authorities, crls: state.store.crls, clock, logger });
     await ensureAdminKey(state.apiKeys, config.dataDir, logger);
     await ensureTransparencyLogKey(keyStore, config, logger);
   } finally {
     await keyStore.close();
-    state.db.close();
+    await state.store.close();
   }
 }
 
@@ -227,9 +218,11 @@ export async function startService(
   const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
   if (pin === undefined) throw new ConfigError("hsm.pin (ANCHORAGE_HSM_PIN) is required");
 
-  const { db, auditEvents, audit, certificateStore, crls, authorities, authorityRepository, apiKeys } = openState(config, logger, clock);
-  const registrationRepository = new SqliteRegistrationRepository(db);
-  const enrollmentTokenRepository = new SqliteEnrollmentTokenRepository(db);
+  const { store, audit, authorities, apiKeys } = await openState(config, logger, clock);
+  const certificateStore = store.certificates;
+  const authorityRepository = store.authorities;
+  const registrationRepository = store.registrations;
+  const enrollmentTokenRepository = store.enrollmentTokens;
   const enrollmentTokens = new EnrollmentTokenService(
     enrollmentTokenRepository,
     audit,
@@ -243,7 +236,7 @@ export async function startService(
     probe: async () => {
       let database = false;
       try {
-        await certificateStore.probeWritable();
+        await store.probeWritable();
         database = true;
       } catch (error) {
         logger.warn({ err: error }, "database not writable");
@@ -261,18 +254,24 @@ export async function startService(
       ocspResponder ? ocspResponder.respond(der) : Promise.resolve({ der: ocspErrorResponse("tryLater"), cacheable: false as const }),
     generation: () => ocspResponder?.generation() ?? -1,
   };
-  const publicListener = createPublicListener({ authorities, crls, readiness: () => readiness.current(), ocsp, clock, logger: logger.child({ component: "http" }) });
+  const publicListener = createPublicListener({ authorities, crls: store.crls, readiness: () => readiness.current(), ocsp, clock, logger: logger.child({ component: "http" }) });
   const httpPort = await listen(publicListener, config.httpPort, config.host);
   const baseUrl = baseUrlOf(config, httpPort);
 
   const intermediate = (await authorities.list()).find((authority) => authority.kind === "intermediate" && authority.status === "active");
   if (!intermediate?.keyLabel) throw new ConfigError("no active intermediate CA: run the ceremony and import one");
-  const authorityWatcher = await AuthorityWatcher.open({ repository: authorityRepository, logger: logger.child({ component: "authorities" }), intervalMs: 250 });
+  // Where the store tells of other processes' changes, polling is only the fallback for a notification lost.
+  const authorityWatcher = await AuthorityWatcher.open({
+    repository: authorityRepository,
+    logger: logger.child({ component: "authorities" }),
+    intervalMs: store.hierarchyChanges ? 5_000 : 250,
+  });
+  const stopHearingHierarchyChanges = store.hierarchyChanges?.(() => void authorityWatcher.refresh());
   const issuers = new IssuerRegistry({ keyStore, publicBaseUrl: baseUrl, logger: logger.child({ component: "issuers" }) });
   await issuers.load(intermediate);
   await issuers.update(authorityWatcher.current().authorities);
 
-  const revocations = new SqliteRevocationRepository(db, auditEvents);
+  const revocations = store.revocations;
   const jwtAttestor =
     config.jwtIssuers.length > 0
       ? new JwtAttestor({ trustDomain: config.trustDomain, maxTtlSeconds: config.issuance.maxTtlSeconds, issuers: config.jwtIssuers, clock, logger })
@@ -307,15 +306,14 @@ export async function startService(
   });
   const crlPublisher = new CrlPublisher({
     repository: revocations,
-    crls,
+    crls: store.crls,
     issuers: () => issuers.all(),
     clock,
     logger: logger.child({ component: "crl" }),
     settings: config.crl,
   });
-  if (runsSweeps) await crlPublisher.start();
   ocspResponder = new OcspResponder({
-    repository: new SqliteOcspRepository(db),
+    repository: store.ocsp,
     ledger: certificateStore,
     keyStore,
     issuers: () => issuers.all(),
@@ -323,10 +321,10 @@ export async function startService(
     logger: logger.child({ component: "ocsp" }),
     settings: { ...DEFAULT_OCSP_SETTINGS, ...config.ocsp },
   });
-  await ocspResponder.start({ refreshStoredResponses: runsSweeps });
+  await ocspResponder.start({ refreshStoredResponses: false });
   const presignOcsp = ocspResponder;
   const transparencyLog = new TransparencyLog({
-    repository: new SqliteTransparencyLogRepository(db),
+    repository: store.transparencyLog,
     signer: await keyStore.openKey(config.transparencyLog.keyLabel),
     clock,
     logger: logger.child({ component: "transparency-log" }),
@@ -336,7 +334,6 @@ export async function startService(
       batchLimit: 20_000,
     },
   });
-  if (runsSweeps) transparencyLog.start();
   // Rotation steps taken in any process (or by the admin CLI) reach this one through the watcher.
   authorityWatcher.subscribe((snapshot) => {
     issuers
@@ -348,7 +345,7 @@ export async function startService(
   const ownership = new CertificateOwnership({ certificates: certificateStore, authorities: authorityRepository });
   const rotation = new RotationService({
     repository: authorityRepository,
-    consumers: new SqliteTrustBundleConsumerRepository(db),
+    consumers: store.consumers,
     authorities,
     issuers,
     watcher: authorityWatcher,
@@ -359,12 +356,34 @@ export async function startService(
     trustDomain: config.trustDomain,
     ownership,
   });
-  // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
-  const retirement = runsSweeps
-    ? setInterval(() => {
+  // The sweeps over shared state run in one process among all that share the database: the holder of the
+  // sweeper lease (on SQLite, the process the cluster primary picked). Another takes over when it goes.
+  let retirement: NodeJS.Timeout | undefined;
+  const sweeps = {
+    start: async (): Promise<void> => {
+      await crlPublisher.start();
+      ocspResponder?.refreshStoredResponses(true);
+      transparencyLog.start();
+      // Superseded intermediates leave the bundle by themselves once nothing they signed is valid.
+      retirement = setInterval(() => {
         rotation.retireExpired().catch((error: unknown) => logger.error({ err: error }, "automatic retirement check failed"));
-      }, 60_000).unref()
-    : undefined;
+      }, 60_000).unref();
+    },
+    stop: (): void => {
+      crlPublisher.stop();
+      ocspResponder?.refreshStoredResponses(false);
+      transparencyLog.stop();
+      clearInterval(retirement);
+    },
+  };
+  const sweeperLease = runsSweeps ? store.sweeperLease(logger.child({ component: "sweeper" })) : undefined;
+  let sweepsStarting: Promise<void> | undefined;
+  await sweeperLease?.start((held) => {
+    if (!held) return sweeps.stop();
+    sweepsStarting = sweeps.start().catch((error: unknown) => logger.error({ err: error }, "could not start the sweeps"));
+  });
+  // A process that starts with the lease has its CRLs in place before it listens, as a single node always had.
+  await sweepsStarting;
   const services: Services = {
     issuance,
     rateLimits,
@@ -372,7 +391,7 @@ export async function startService(
     apiKeys,
     authorities,
     certificates: new CertificateService(certificateStore, clock, ownership),
-    auditEvents: new AuditEventService(auditEvents),
+    auditEvents: new AuditEventService(store.auditEvents),
     transparencyLog,
     rotation,
     registrations: new RegistrationService(registrationRepository, audit, clock, {
@@ -461,11 +480,11 @@ export async function startService(
     closing ??= (async () => {
       clearTimeout(renewal);
       readiness.stop();
-      crlPublisher.stop();
+      await sweeperLease?.stop();
+      sweeps.stop();
       ocspResponder?.stop();
-      transparencyLog.stop();
+      stopHearingHierarchyChanges?.();
       authorityWatcher.stop();
-      clearInterval(retirement);
       const stopped = Promise.all([
         new Promise((resolve) => graphqlListener.close(resolve)),
         new Promise((resolve) => publicListener.close(resolve)),
@@ -475,7 +494,7 @@ export async function startService(
       await stopped;
       refusals.stop();
       await keyStore.close();
-      db.close();
+      await store.close();
       logger.info({}, "stopped");
     })();
     return closing;

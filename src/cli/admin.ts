@@ -33,14 +33,10 @@ import { decodePem, encodePem } from "../common/pem.js";
 import { systemClock } from "../common/clock.js";
 import { silentLogger } from "../common/logger.js";
 import { ApiKeyService } from "../policy/api-keys.js";
-import { SqliteAuditEventRepository } from "../store/audit-event-repository.js";
-import { SqliteApiKeyRepository } from "../store/policy-repositories.js";
 import { loadConfig, type Config } from "../config/config.js";
 import { Pkcs11KeyStore } from "../signer/pkcs11/pkcs11-key-store.js";
 import type { CurveName } from "../signer/signer.js";
-import { SqliteAuthorityRepository } from "../store/authority-repository.js";
-import { SqliteCrlRepository } from "../store/crl-repository.js";
-import { openDatabase } from "../store/database.js";
+import { openStore, type Store } from "../store/store.js";
 import type { StoredCrl } from "../revocation/ports.js";
 import { developmentHsmSettings } from "./development-bootstrap.js";
 
@@ -77,6 +73,12 @@ function onlinePin(config: Config): string {
   const pin = config.bootstrap === "development" ? developmentHsmSettings(config).onlinePin : config.hsm.pin;
   if (!pin) throw new ConfigError("the online token PIN is needed: ANCHORAGE_HSM_PIN");
   return pin;
+}
+
+
+/** The store the service uses: PostgreSQL when ANCHORAGE_DATABASE_URL is set, else the SQLite file in the data folder. */
+function openConfiguredStore(config: Config): Promise<Store> {
+  return openStore({ dataDir: config.dataDir, ...config.database });
 }
 
 async function intermediateCsr(config: Config): Promise<void> {
@@ -122,31 +124,31 @@ async function importAuthorities(config: Config): Promise<void> {
     throw new UsageError("the intermediate was not issued by this root");
   }
   await checkKeyMatches(config, keyLabel, intermediate.certificateDer);
-  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const store = await openConfiguredStore(config);
   try {
     // Read and checked before anything is written, so that a bad CRL file leaves the hierarchy as it was.
     const rootCrl = values["root-crl"] ? rootCrlOf(root, values["root-crl"]) : undefined;
-    await new SqliteAuthorityRepository(db).importHierarchy(root, intermediate);
-    if (rootCrl) await new SqliteCrlRepository(db).save(rootCrl);
+    await store.authorities.importHierarchy(root, intermediate);
+    if (rootCrl) await store.crls.save(rootCrl);
     console.log(`registered root ${root.id} and active intermediate ${intermediate.id}; restart the service to issue with it`);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
 async function publishIntermediate(config: Config): Promise<void> {
   const keyLabel = required("key-label");
   const certificateDer = readCertificate(required("intermediate"));
-  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const store = await openConfiguredStore(config);
   try {
-    const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
+    const authorities = new AuthorityService(store.authorities, config.trustDomain);
     const issuerName = certificateFields(certificateDer).issuerNameDer;
     const root = (await authorities.list()).find((authority) => authority.kind === "root" && authority.status !== "retired" && certificateFields(authority.certificateDer).subjectNameDer.equals(issuerName));
     if (!root) throw new UsageError("the intermediate was not issued by a registered root");
     const intermediate = authorityRecordOf(certificateDer, { kind: "intermediate", status: "published", keyLabel, parentId: root.id, createdAt: new Date() });
     if (await authorities.get(intermediate.id)) throw new UsageError(`intermediate ${intermediate.id} is already registered`);
     await checkKeyMatches(config, keyLabel, certificateDer);
-    await new SqliteAuthorityRepository(db).insert(intermediate, {
+    await store.authorities.insert(intermediate, {
       type: "authority.published",
       actor: `operator:${userInfo().username}`,
       outcome: "success",
@@ -155,7 +157,7 @@ async function publishIntermediate(config: Config): Promise<void> {
     });
     console.log(`published intermediate ${intermediate.id} (in the trust bundle, not issuing); activate it with activateAuthority`);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -174,16 +176,16 @@ async function checkKeyMatches(config: Config, keyLabel: string, certificateDer:
 
 async function importRootCrl(config: Config): Promise<void> {
   const path = required("root-crl");
-  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const store = await openConfiguredStore(config);
   try {
-    const authorities = new AuthorityService(new SqliteAuthorityRepository(db), config.trustDomain);
+    const authorities = new AuthorityService(store.authorities, config.trustDomain);
     const crl = new X509Crl(new Uint8Array(readFileSync(path)));
     const root = (await authorities.list()).find((authority) => authority.kind === "root" && Buffer.from(crl.issuerName.toArrayBuffer()).equals(certificateFields(authority.certificateDer).subjectNameDer));
     if (!root) throw new UsageError("no registered root issued this CRL");
-    await new SqliteCrlRepository(db).save(rootCrlOf(root, path));
+    await store.crls.save(rootCrlOf(root, path));
     console.log(`root CRL for ${root.id} stored`);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -194,10 +196,10 @@ async function createApiKey(config: Config): Promise<void> {
   if (role !== "ADMIN" && role !== "AUDITOR") throw new UsageError("--role must be ADMIN or AUDITOR");
   const lifetime = values["expires-in-seconds"];
   if (lifetime !== undefined && !/^[0-9]+$/.test(lifetime)) throw new UsageError("--expires-in-seconds must be a whole number of seconds");
-  const db = openDatabase(join(config.dataDir, "anchorage.db"));
+  const store = await openConfiguredStore(config);
   try {
-    const audit = new AuditLog(new SqliteAuditEventRepository(db), systemClock, silentLogger);
-    const created = await new ApiKeyService(new SqliteApiKeyRepository(db), audit, systemClock).create("bootstrap", {
+    const audit = new AuditLog(store.auditEvents, systemClock, silentLogger);
+    const created = await new ApiKeyService(store.apiKeys, audit, systemClock).create("bootstrap", {
       name,
       role,
       expiresInSeconds: lifetime === undefined ? null : Number(lifetime),
@@ -205,7 +207,7 @@ async function createApiKey(config: Config): Promise<void> {
     const expiry = created.expiresAt ? `, expires ${created.expiresAt.toISOString()}` : "";
     console.log(`API key ${created.id} (${role}${expiry}) created; it is shown once:\n${created.key}`);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 

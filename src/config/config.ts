@@ -42,8 +42,15 @@ export interface Config {
     readonly validitySeconds: number;
   };
   readonly database: {
-    /** How long a write waits for SQLite's write lock (held by another process) before failing with UNAVAILABLE. */
+    /** A postgres:// URL selects the PostgreSQL store, shared by several nodes; unset: SQLite in the data folder. */
+    readonly url?: string;
+    /**
+     * The bound on every wait on the database before a request fails with UNAVAILABLE: SQLite's write lock held by
+     * another process; PostgreSQL's connect, statement and lock timeouts.
+     */
     readonly busyTimeoutMs: number;
+    /** PostgreSQL connections this process keeps at most. */
+    readonly poolSize: number;
   };
   readonly ocsp: {
     /** nextUpdate - thisUpdate of OCSP responses. */
@@ -146,7 +153,14 @@ const schema = z
       .object({ validitySeconds: positiveInt.min(600).max(30 * 86400).default(86400) })
       .prefault({}),
     database: z
-      .object({ busyTimeoutMs: positiveInt.max(600_000).default(5_000) })
+      .object({
+        url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+          .optional(),
+        busyTimeoutMs: positiveInt.max(600_000).default(5_000),
+        poolSize: positiveInt.max(1_000).default(10),
+      })
       .prefault({}),
     ocsp: z
       .object({
@@ -240,7 +254,9 @@ const ENVIRONMENT: Record<string, string> = {
   ANCHORAGE_MAX_BATCH_SIZE: "issuance.maxBatchSize",
   ANCHORAGE_MAX_REQUEST_BYTES: "limits.maxRequestBytes",
   ANCHORAGE_CRL_VALIDITY_SECONDS: "crl.validitySeconds",
+  ANCHORAGE_DATABASE_URL: "database.url",
   ANCHORAGE_DB_BUSY_TIMEOUT_MS: "database.busyTimeoutMs",
+  ANCHORAGE_DB_POOL_SIZE: "database.poolSize",
   ANCHORAGE_OCSP_VALIDITY_SECONDS: "ocsp.responseValiditySeconds",
   ANCHORAGE_OCSP_SIGNING_BUDGET: "ocsp.onRequestSignaturesPerSecond",
   ANCHORAGE_OCSP_SIGNING_BURST: "ocsp.onRequestSignatureBurst",

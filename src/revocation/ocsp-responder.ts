@@ -138,6 +138,7 @@ function toCodecStatus(status: CertificateRevocationStatus): OcspCertStatus {
 export class OcspResponder {
   private responders = new Map<string, Responder>();
   private timer: NodeJS.Timeout | undefined;
+  private refreshesStoredResponses = false;
   private presignQueue: { authorityId: string; serial: string }[] = [];
   private presigning = false;
   /**
@@ -189,11 +190,17 @@ export class OcspResponder {
    * process of a cluster does that for all.
    */
   async start(options: { readonly refreshStoredResponses: boolean; readonly checkEveryMs?: number } = { refreshStoredResponses: true }): Promise<void> {
+    this.refreshesStoredResponses = options.refreshStoredResponses;
     await this.ensureResponders();
     this.timer = setInterval(() => {
-      this.maintain(options.refreshStoredResponses).catch((error: unknown) => this.deps.logger.error({ err: error }, "OCSP maintenance failed"));
+      this.maintain(this.refreshesStoredResponses).catch((error: unknown) => this.deps.logger.error({ err: error }, "OCSP maintenance failed"));
     }, options.checkEveryMs ?? 60_000);
     this.timer.unref();
+  }
+
+  /** Whether this process re-signs the stored responses (the one that runs the sweeps does, from its next round). */
+  refreshStoredResponses(enabled: boolean): void {
+    this.refreshesStoredResponses = enabled;
   }
 
   stop(): void {

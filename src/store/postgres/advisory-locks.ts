@@ -10,6 +10,8 @@ export const ADVISORY_LOCKS = {
   auditSequence: 0x616e63686f720002n,
   /** Numbering issued certificates (issued_seq) in commit order: the history pages by it, the log appends by it. */
   issuedSequence: 0x616e63686f720004n,
+  /** Running the sweeps: held for a whole session by the one node that runs them (see sweeper-lease.ts). */
+  sweeper: 0x616e63686f720005n,
   /** Sequencing the transparency log: appending leaves and the subtree hashes they complete. */
   logSequencing: 0x616e63686f720003n,
 } as const;
