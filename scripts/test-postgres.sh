@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throw-away PostgreSQL for the tests: its own cluster in a private folder, listening on 127.0.0.1 on a free
 # port (and a socket in that folder), trust authentication for loopback only, durability off (nothing in it is
-# worth keeping).
+# worth keeping) unless ANCHORAGE_TEST_POSTGRES_DURABLE=1 (for benchmarks).
 #
 #   scripts/test-postgres.sh start [DIR]   prints the connection URL for ANCHORAGE_TEST_POSTGRES_URL
 #   scripts/test-postgres.sh stop [DIR]    stops the cluster and removes DIR
@@ -84,7 +84,11 @@ EOF
 
   local port
   port=$(free_port)
-  local options="-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  local options="-c listen_addresses=127.0.0.1 -p $port -k $dir"
+  # Benchmarks compare against SQLite's fully synced commits, so they ask for a server that syncs too.
+  if [[ "${ANCHORAGE_TEST_POSTGRES_DURABLE:-}" != "1" ]]; then
+    options="$options -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   if ! as_owner "$bin_dir/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=30 \
     --options="$options" start >/dev/null 2>&1; then
     cat "$dir/server.log" >&2 || true

@@ -17,13 +17,24 @@ export interface ServiceProcess {
   stop(): Promise<void>;
 }
 
-export async function startServiceProcess(env: Record<string, string> = {}): Promise<ServiceProcess> {
+/**
+ * Starts the service on a fresh data folder. With `joining`, the new process is another node of that one's CA:
+ * the same database (pass its ANCHORAGE_DATABASE_URL in `env`) and the same SoftHSM token, no bootstrap.
+ */
+export async function startServiceProcess(env: Record<string, string> = {}, joining?: ServiceProcess): Promise<ServiceProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), "anchorage-bench-"));
+  const nodeEnv: Record<string, string> = joining
+    ? {
+        ANCHORAGE_BOOTSTRAP: "none",
+        SOFTHSM2_CONF: join(joining.dataDir, "softhsm2.conf"),
+        ANCHORAGE_HSM_PIN: readFileSync(join(joining.dataDir, "secrets", "online-token.pin"), "utf8").trim(),
+      }
+    : {};
   // ANCHORAGE_BENCH_NODE_ARGS passes flags to the service's node only (e.g. --cpu-prof for profiling).
   const nodeArgs = (process.env.ANCHORAGE_BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
-    env: { ...process.env, ANCHORAGE_DATA_DIR: dataDir, ANCHORAGE_GRAPHQL_PORT: "0", ANCHORAGE_HTTP_PORT: "0", ANCHORAGE_LOG_LEVEL: "warn", ...env },
+    env: { ...process.env, ANCHORAGE_DATA_DIR: dataDir, ANCHORAGE_GRAPHQL_PORT: "0", ANCHORAGE_HTTP_PORT: "0", ANCHORAGE_LOG_LEVEL: "warn", ...nodeEnv, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const ports = await new Promise<{ graphqlPort: number; httpPort: number }>((resolve, reject) => {
@@ -47,8 +58,8 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
     child,
     dataDir,
     ...ports,
-    rootPem: readFileSync(join(dataDir, "root.pem"), "utf8"),
-    adminKey: readFileSync(join(dataDir, "admin-api-key"), "utf8").trim(),
+    rootPem: joining?.rootPem ?? readFileSync(join(dataDir, "root.pem"), "utf8"),
+    adminKey: joining?.adminKey ?? readFileSync(join(dataDir, "admin-api-key"), "utf8").trim(),
     stop: async () => {
       if (child.exitCode === null) {
         child.kill("SIGTERM");

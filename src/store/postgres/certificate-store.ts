@@ -10,7 +10,8 @@ import type {
 } from "../../ca/ports.js";
 import { UnavailableError } from "../../common/errors.js";
 import { ADVISORY_LOCKS } from "./advisory-locks.js";
-import { appendAuditEvents, type PendingAuditEvent } from "./audit-event-repository.js";
+import type { PendingAuditEvent } from "./audit-event-repository.js";
+import { TransactionBatcher } from "./transaction-batcher.js";
 import type { PostgresDatabase, PostgresTransaction } from "./database.js";
 import { type Condition, postgresKeysetPage } from "./keyset-page.js";
 
@@ -64,6 +65,9 @@ const CURSOR_TAG = "c";
  */
 const ISSUED_SEQ_LOCK_KEY = ADVISORY_LOCKS.issuedSequence;
 
+/** Completions first in a shared transaction: they take the issued_seq lock, which must come before row locks. */
+const RANK = { complete: 0, prepare: 1, abandon: 2 } as const;
+
 const LAST_ISSUED_SEQ = "SELECT max(issued_seq) FROM certificates WHERE issued_seq IS NOT NULL";
 
 function filterConditions(filter: CertificateFilter, now: Date): Condition[] {
@@ -104,7 +108,11 @@ function filterConditions(filter: CertificateFilter, now: Date): Condition[] {
  * conditional writes do, as each method says.
  */
 export class PostgresCertificateStore implements IssuanceLedger, CertificateQuery {
-  constructor(private readonly db: PostgresDatabase) {}
+  private readonly batcher: TransactionBatcher;
+
+  constructor(private readonly db: PostgresDatabase) {
+    this.batcher = new TransactionBatcher(db);
+  }
 
   /**
    * Resolves when a write would go through now: a transaction that writes (and removes) a row, so that a
@@ -208,7 +216,7 @@ export class PostgresCertificateStore implements IssuanceLedger, CertificateQuer
   }
 
   prepare(items: readonly PreparedIssuance[], now: Date): Promise<ReservationResult[]> {
-    return this.db.transaction(async (transaction) => {
+    return this.batcher.submit(RANK.prepare, async (transaction) => {
       if (items.some((item) => item.consumeJwt)) await transaction.query("DELETE FROM jwt_uses WHERE expires_at < $1", [now.getTime()]);
       const results: ReservationResult[] = [];
       const audit: PendingAuditEvent[] = [];
@@ -217,8 +225,7 @@ export class PostgresCertificateStore implements IssuanceLedger, CertificateQuer
         results.push(result);
         if (result.ok) audit.push({ event: item.audit, occurredAt: now });
       }
-      await appendAuditEvents(transaction, audit);
-      return results;
+      return { value: results, audit };
     });
   }
 
@@ -232,8 +239,8 @@ export class PostgresCertificateStore implements IssuanceLedger, CertificateQuer
   }
 
   complete(items: readonly CompletedIssuance[], now: Date): Promise<void> {
-    return this.db.transaction(async (transaction) => {
-      if (items.length === 0) return;
+    return this.batcher.submit(RANK.complete, async (transaction) => {
+      if (items.length === 0) return { value: undefined, audit: [] };
       // Held until commit: see ISSUED_SEQ_LOCK_KEY. Taken before the audit lock, as every transaction taking both does.
       await transaction.query("SELECT pg_advisory_xact_lock($1)", [ISSUED_SEQ_LOCK_KEY.toString()]);
       // One statement for the batch: the items take the numbers after the last one committed, in their order,
@@ -264,15 +271,12 @@ export class PostgresCertificateStore implements IssuanceLedger, CertificateQuer
          WHERE certificates.serial = ANY($1)`,
         [items.map((item) => item.serial)],
       );
-      await appendAuditEvents(
-        transaction,
-        items.map((item) => ({ event: item.audit, occurredAt: now })),
-      );
+      return { value: undefined, audit: items.map((item) => ({ event: item.audit, occurredAt: now })) };
     });
   }
 
   abandon(items: readonly AbandonedIssuance[], now: Date): Promise<void> {
-    return this.db.transaction(async (transaction) => {
+    return this.batcher.submit(RANK.abandon, async (transaction) => {
       for (const item of items) {
         await transaction.query("UPDATE certificates SET state = 'failed' WHERE serial = $1 AND state = 'prepared'", [item.serial]);
         // A token voided or expired while its certificate was being signed stays void: the refund is no way back.
@@ -286,10 +290,7 @@ export class PostgresCertificateStore implements IssuanceLedger, CertificateQuer
           await transaction.query("DELETE FROM jwt_uses WHERE issuer = $1 AND jti = $2", [item.refundJwt.issuer, item.refundJwt.tokenId]);
         }
       }
-      await appendAuditEvents(
-        transaction,
-        items.map((item) => ({ event: item.audit, occurredAt: now })),
-      );
+      return { value: undefined, audit: items.map((item) => ({ event: item.audit, occurredAt: now })) };
     });
   }
 
