@@ -20,6 +20,12 @@ const serverUrl = requirePostgres();
 const MIRRORED_SQLITE_VERSION = 13;
 
 /**
+ * Indexes the SQLite schema does without: SQLite's planner finds a SPIFFE ID prefix's first page by walking
+ * issued_seq order, PostgreSQL's (which misjudges the prefix's selectivity) only with the prefix in the index.
+ */
+const POSTGRES_ONLY_INDEXES = ["certificates(issued_seq,spiffe_id) partial certificates_seq_spiffe"];
+
+/**
  * Every index besides primary keys: `table(columns)`, UNIQUE and partial (WHERE) flags, and its name, or
  * "constraint" for the index behind a UNIQUE column or table constraint (whose name each database makes up).
  */
@@ -170,14 +176,14 @@ describe.skipIf(serverUrl === undefined)(`PostgreSQL schema${serverUrl === undef
     }
   });
 
-  it("has the unique and partial indexes of the SQLite schema", async () => {
+  it("has the unique and partial indexes of the SQLite schema, and the ones PostgreSQL's planner needs besides", async () => {
     const sqlite = mirroredSqlite();
     try {
       expect(sqliteIndexes(sqlite)).toEqual(EXPECTED_INDEXES);
     } finally {
       sqlite.close();
     }
-    expect(await postgresIndexes(client)).toEqual(EXPECTED_INDEXES);
+    expect(await postgresIndexes(client)).toEqual([...EXPECTED_INDEXES, ...POSTGRES_ONLY_INDEXES].sort());
   });
 
   it("refuses to update, delete or truncate audit events and transparency log leaves", async () => {
