@@ -194,8 +194,16 @@ async function ensureTransparencyLogKey(keyStore: KeyStore, config: Config, logg
     await keyStore.openKey(label);
   } catch (error) {
     if (!(error instanceof KeyNotFoundError)) throw error;
-    await keyStore.generateKey(label, { type: "ec", curve: "P-256" });
-    logger.info({ keyLabel: label }, "transparency log key created");
+    try {
+      await keyStore.generateKey(label, { type: "ec", curve: "P-256" });
+      logger.info({ keyLabel: label }, "transparency log key created");
+    } catch (generationError) {
+      // Nodes sharing a token may start together: the one that finds another's key under the label gives way.
+      await keyStore.openKey(label).catch(() => {
+        throw generationError;
+      });
+      logger.info({ keyLabel: label }, "transparency log key made by another node meanwhile");
+    }
   }
 }
 
