@@ -10,8 +10,8 @@
  *  2. `p11-kit server` exports the online token of that data folder (its label is the configured default, its
  *     PIN is `secrets/online-token.pin`): the stand-in for a network HSM.
  *  3. Every node, the first one included, starts with ANCHORAGE_BOOTSTRAP=none, p11-kit's client module as its
- *     PKCS#11 module, P11_KIT_SERVER_ADDRESS, the token label and PIN, and the database URL. The first node
- *     starts alone (it takes the sweeper lease), the others together after it.
+ *     PKCS#11 module, P11_KIT_SERVER_ADDRESS, the token label and PIN, and the database URL. They start
+ *     together, so which one takes the sweeper lease is not fixed: find it by its "sweeper lease taken" line.
  *
  * The root token stays in the first node's data folder (`rootTokenSoftHsmConf`, `rootTokenPinFile`) for tests
  * that run the root ceremony, e.g. to sign another intermediate.
@@ -122,7 +122,7 @@ export async function startNodes(postgresUrl: string, options: NodeSetOptions = 
       ANCHORAGE_HSM_PIN: onlinePin,
     };
 
-    // 3. Every node on the shared token: the first alone, so that it is the one that takes the sweeper lease.
+    // 3. Every node on the shared token, started together: whichever takes the sweeper lease first runs the sweeps.
     const dataDirs = [firstDir];
     for (let index = 1; index < count; index++) {
       const dir = mkdtempSync(join(tmpdir(), `anchorage-node-${NAMES[index]}-`));
@@ -136,12 +136,10 @@ export async function startNodes(postgresUrl: string, options: NodeSetOptions = 
       const service = await startService({ dataDir: dataDirs[index] as string, env: environment });
       return Object.assign(service, { name: NAMES[index] as string });
     };
-    nodes.push(await start(0));
-    const others = await Promise.allSettled(Array.from({ length: count - 1 }, (_, offset) => start(offset + 1)));
-    for (const outcome of others) if (outcome.status === "fulfilled") nodes.push(outcome.value);
-    const failed = others.find((outcome) => outcome.status === "rejected");
+    const started = await Promise.allSettled(dataDirs.map((_, index) => start(index)));
+    for (const outcome of started) if (outcome.status === "fulfilled") nodes.push(outcome.value);
+    const failed = started.find((outcome) => outcome.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
-    nodes.sort((left, right) => left.name.localeCompare(right.name));
 
     const rootTokenPinFile = join(firstDir, "secrets", "root-token.pin");
     if (!existsSync(rootTokenPinFile)) throw new Error("the development bootstrap left no root token PIN file");
