@@ -318,7 +318,22 @@ describe.skipIf(missing !== undefined)(`several nodes on one PostgreSQL sharing 
     expect(newId).toMatch(/^[0-9a-f]{40}$/);
 
     const sees = (bundles: Bundle[]) => bundles.some((bundle) => bundle.sequence > initial && bundle.authorities.some((authority) => authority.id === newId && authority.status === "PUBLISHED"));
-    await waitFor(() => sees(onB) && sees(onC), "subscribers on B and C to receive the bundle with the new intermediate", BUNDLE_CHANGE_WITHIN_MS - (Date.now() - publishedAt));
+    try {
+      await waitFor(() => sees(onB) && sees(onC), "subscribers on B and C to receive the bundle with the new intermediate", BUNDLE_CHANGE_WITHIN_MS - (Date.now() - publishedAt));
+    } catch (error) {
+      // What each node delivered and logged about the hierarchy, so that a miss says where the change stopped.
+      const hierarchyLines = (node: ServiceNode) =>
+        node
+          .logs()
+          .split("\n")
+          .filter((line) => /hierarchy|authorit|bundle|"level":(40|50)/i.test(line))
+          .slice(-10)
+          .join("\n");
+      throw new Error(
+        `${String(error)} (published at ${new Date(publishedAt).toISOString()})\nB delivered ${JSON.stringify(onB)}\nC delivered ${JSON.stringify(onC)}\n` +
+          `B logged:\n${hierarchyLines(B)}\nC logged:\n${hierarchyLines(C)}`,
+      );
+    }
     for (const bundles of [onB, onC]) {
       const latest = bundles[bundles.length - 1] as Bundle;
       expect(latest.authorities.find((authority) => authority.id === intermediateId)?.status).toBe("ACTIVE");
