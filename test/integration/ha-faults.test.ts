@@ -109,9 +109,10 @@ async function waitFor<T>(what: string, withinMs: number, attempt: () => Promise
 describe.skipIf(missing !== undefined)(`two nodes on one PostgreSQL database under faults${missing ? ` (skipped: ${missing})` : ""}`, () => {
   const postgres = new PostgresServer();
   let database: ScratchDatabase | undefined;
-  const scratch = scratchDir("anchorage-ha-faults-");
-  const dataA = join(scratch.dir, "node-a");
-  const dataB = join(scratch.dir, "node-b");
+  // Made in beforeAll, so that a skipped file leaves no folder behind.
+  let scratch: ReturnType<typeof scratchDir>;
+  let dataA: string;
+  let dataB: string;
   let nodeA: RunningService;
   let nodeB: RunningService;
   const started: RunningService[] = [];
@@ -195,6 +196,9 @@ describe.skipIf(missing !== undefined)(`two nodes on one PostgreSQL database und
   }
 
   beforeAll(async () => {
+    scratch = scratchDir("anchorage-ha-faults-");
+    dataA = join(scratch.dir, "node-a");
+    dataB = join(scratch.dir, "node-b");
     postgres.start();
     database = await createScratchDatabase(postgres.url);
     const common = {
@@ -241,7 +245,7 @@ describe.skipIf(missing !== undefined)(`two nodes on one PostgreSQL database und
     }
     await database?.drop().catch(() => undefined);
     postgres.remove();
-    scratch.remove();
+    scratch?.remove();
   }, 60_000);
 
   it("starts both nodes on the shared database and token, with the sweeps on exactly one", async () => {
