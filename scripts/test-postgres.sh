@@ -4,6 +4,8 @@
 # worth keeping) unless ANCHORAGE_TEST_POSTGRES_DURABLE=1 (for benchmarks).
 #
 #   scripts/test-postgres.sh start [DIR]   prints the connection URL for ANCHORAGE_TEST_POSTGRES_URL
+#   scripts/test-postgres.sh pause [DIR]   stops the server (fast shutdown), keeping DIR, for outage tests
+#   scripts/test-postgres.sh resume [DIR]  starts it again on the same data, port and settings
 #   scripts/test-postgres.sh stop [DIR]    stops the cluster and removes DIR
 #
 # DIR defaults to $TMPDIR/anchorage-test-postgres. Installs PostgreSQL with apt-get when it is missing and
@@ -89,12 +91,37 @@ EOF
   if [[ "${ANCHORAGE_TEST_POSTGRES_DURABLE:-}" != "1" ]]; then
     options="$options -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   fi
+  # Kept beside the cluster so that `resume` starts the server exactly as `start` did.
+  echo "$options" >"$dir/server.options"
+  echo "$port" >"$dir/server.port"
+  start_server
+  echo "postgres://anchorage@127.0.0.1:$port/postgres"
+}
+
+start_server() {
   if ! as_owner "$bin_dir/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=30 \
-    --options="$options" start >/dev/null 2>&1; then
+    --options="$(cat "$dir/server.options")" start >/dev/null 2>&1; then
     cat "$dir/server.log" >&2 || true
     fail "the server did not start"
   fi
-  echo "postgres://anchorage@127.0.0.1:$port/postgres"
+}
+
+pause() {
+  [[ -e "$dir/data/postmaster.pid" ]] || fail "no cluster is running in $dir"
+  bin_dir=$(find_bin_dir)
+  [[ -n "$bin_dir" ]] || fail "pg_ctl not found, cannot pause the cluster in $dir"
+  # Fast: the server ends every session (as a crash or a failover would) and shuts down cleanly.
+  as_owner "$bin_dir/pg_ctl" --pgdata="$dir/data" --mode=fast --wait --timeout=30 stop >/dev/null 2>&1 ||
+    fail "the server did not stop"
+}
+
+resume() {
+  [[ -e "$dir/server.options" ]] || fail "no paused cluster in $dir (start one: scripts/test-postgres.sh start $dir)"
+  [[ -e "$dir/data/postmaster.pid" ]] && fail "the cluster in $dir is already running"
+  bin_dir=$(find_bin_dir)
+  [[ -n "$bin_dir" ]] || fail "pg_ctl not found, cannot resume the cluster in $dir"
+  start_server
+  echo "postgres://anchorage@127.0.0.1:$(cat "$dir/server.port")/postgres"
 }
 
 stop() {
@@ -109,6 +136,8 @@ stop() {
 
 case "$command" in
   start) start ;;
+  pause) pause ;;
+  resume) resume ;;
   stop) stop ;;
-  *) fail "usage: scripts/test-postgres.sh start|stop [DIR]" ;;
+  *) fail "usage: scripts/test-postgres.sh start|pause|resume|stop [DIR]" ;;
 esac

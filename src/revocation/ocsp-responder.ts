@@ -254,6 +254,9 @@ export class OcspResponder {
       };
     } catch (error) {
       this.deps.logger.error({ err: error }, "OCSP signing failed");
+      // As over the budget: what can no longer be signed on request (the database or the HSM is out of reach)
+      // but has a pre-signed answer still valid gets that answer, without the nonce (RFC 8954).
+      if (fresh) return storedAnswer(fresh);
       return { der: error instanceof InternalError ? INTERNAL_ERROR : TRY_LATER, cacheable: false };
     }
   }
