@@ -1,34 +1,9 @@
-import type { AuthorityKind, AuthorityRecord, AuthorityStatus } from "../ca/model.js";
+import type { AuthorityRecord, AuthorityStatus } from "../ca/model.js";
 import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "../ca/ports.js";
 import type { AuditEvent } from "../audit/audit-log.js";
 import { SqliteAuditEventRepository } from "./audit-event-repository.js";
 import { inTransaction, type SqliteDatabase } from "./database.js";
-
-interface AuthorityRow {
-  id: string;
-  kind: AuthorityKind;
-  status: AuthorityStatus;
-  subject: string;
-  certificate_der: Buffer;
-  key_label: string | null;
-  parent_id: string | null;
-  not_before: number;
-  not_after: number;
-  created_at: number;
-}
-
-const fromRow = (row: AuthorityRow): AuthorityRecord => ({
-  id: row.id,
-  kind: row.kind,
-  status: row.status,
-  subject: row.subject,
-  certificateDer: row.certificate_der,
-  keyLabel: row.key_label,
-  parentId: row.parent_id,
-  notBefore: new Date(row.not_before),
-  notAfter: new Date(row.not_after),
-  createdAt: new Date(row.created_at),
-});
+import { authorityFromRow as fromRow, consumerFromRow, type AuthorityRow, type ConsumerRow } from "./rows.js";
 
 export class SqliteAuthorityRepository implements AuthorityRepository {
   private readonly statements;
@@ -119,26 +94,6 @@ export class SqliteAuthorityRepository implements AuthorityRepository {
     return notAfter === null ? undefined : new Date(notAfter);
   }
 }
-
-interface ConsumerRow {
-  consumer_id: string;
-  spiffe_id: string | null;
-  acknowledged_sequence: number;
-  acknowledged_at: number | null;
-  first_seen_at: number;
-  registered_at: number | null;
-  registered_by: string | null;
-}
-
-const consumerFromRow = (row: ConsumerRow): TrustBundleConsumer => ({
-  consumerId: row.consumer_id,
-  spiffeId: row.spiffe_id,
-  acknowledgedSequence: row.acknowledged_sequence,
-  acknowledgedAt: row.acknowledged_at === null ? null : new Date(row.acknowledged_at),
-  firstSeenAt: new Date(row.first_seen_at),
-  registeredAt: row.registered_at === null ? null : new Date(row.registered_at),
-  registeredBy: row.registered_by,
-});
 
 export class SqliteTrustBundleConsumerRepository implements TrustBundleConsumerRepository {
   constructor(private readonly db: SqliteDatabase) {}

@@ -1,7 +1,6 @@
 import type {
   ApiKeyRecord,
   ApiKeyRepository,
-  ApiKeyRole,
   EnrollmentTokenRecord,
   EnrollmentTokenRepository,
   RegistrationRecord,
@@ -9,6 +8,7 @@ import type {
 } from "../policy/model.js";
 import { BadUserInputError } from "../common/errors.js";
 import { inTransaction, type SqliteDatabase } from "./database.js";
+import { apiKeyFromRow, enrollmentTokenFromRow, registrationFromRow, type ApiKeyRow, type EnrollmentTokenRow, type RegistrationRow } from "./rows.js";
 
 /**
  * The refusal for a registration whose JWT issuer and subject another registration already maps, when the
@@ -24,26 +24,6 @@ function isUniqueViolationOf(error: unknown, column: string): boolean {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   return code === "SQLITE_CONSTRAINT_UNIQUE" && typeof message === "string" && message.includes(column);
 }
-
-interface ApiKeyRow {
-  id: string;
-  name: string;
-  role: ApiKeyRole;
-  key_hash: Buffer;
-  created_at: number;
-  revoked_at: number | null;
-  expires_at: number | null;
-}
-
-const apiKeyFromRow = (row: ApiKeyRow): ApiKeyRecord => ({
-  id: row.id,
-  name: row.name,
-  role: row.role,
-  keyHash: row.key_hash,
-  createdAt: new Date(row.created_at),
-  revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
-  expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
-});
 
 export class SqliteApiKeyRepository implements ApiKeyRepository {
   private readonly byHash;
@@ -87,20 +67,6 @@ export class SqliteApiKeyRepository implements ApiKeyRepository {
   async count(): Promise<number> {
     return Number(this.db.prepare("SELECT count(*) FROM api_keys").pluck().get());
   }
-}
-
-interface EnrollmentTokenRow {
-  id: string;
-  token_hash: Buffer;
-  spiffe_id: string;
-  dns_names: string;
-  max_ttl_seconds: number;
-  expires_at: number;
-  uses_left: number;
-  created_by: string;
-  created_at: number;
-  registration_id: string | null;
-  revoked_at: number | null;
 }
 
 export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepository {
@@ -148,46 +114,6 @@ export class SqliteEnrollmentTokenRepository implements EnrollmentTokenRepositor
     });
   }
 }
-
-function enrollmentTokenFromRow(row: EnrollmentTokenRow): EnrollmentTokenRecord {
-  return {
-    id: row.id,
-    tokenHash: row.token_hash,
-    spiffeId: row.spiffe_id,
-    dnsNames: JSON.parse(row.dns_names) as string[],
-    maxTtlSeconds: row.max_ttl_seconds,
-    expiresAt: new Date(row.expires_at),
-    usesLeft: row.uses_left,
-    createdBy: row.created_by,
-    createdAt: new Date(row.created_at),
-    registrationId: row.registration_id,
-    revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
-  };
-}
-
-interface RegistrationRow {
-  id: string;
-  spiffe_id: string;
-  dns_names: string;
-  max_ttl_seconds: number;
-  jwt_issuer: string | null;
-  jwt_subject: string | null;
-  created_by: string;
-  created_at: number;
-  updated_at: number;
-}
-
-const registrationFromRow = (row: RegistrationRow): RegistrationRecord => ({
-  id: row.id,
-  spiffeId: row.spiffe_id,
-  dnsNames: JSON.parse(row.dns_names) as string[],
-  maxTtlSeconds: row.max_ttl_seconds,
-  jwtIssuer: row.jwt_issuer,
-  jwtSubject: row.jwt_subject,
-  createdBy: row.created_by,
-  createdAt: new Date(row.created_at),
-  updatedAt: new Date(row.updated_at),
-});
 
 export class SqliteRegistrationRepository implements RegistrationRepository {
   constructor(private readonly db: SqliteDatabase) {}

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CertificateOrigin } from "../../src/ca/model.js";
 import type { JwtUse, PreparedIssuance, ReservationResult } from "../../src/ca/ports.js";
 import { BadUserInputError } from "../../src/common/errors.js";
-import { openContractStore, type ContractStore, type StoreNode } from "../support/store-contract.js";
+import { issueOn, openContractStore, type ContractStore, type StoreNode } from "../support/store-contract.js";
 import { STORE_ENGINES } from "../support/store-engines.js";
 import { RESERVATION_AUDIT as audit, preparedIssuance } from "../support/scratch-store.js";
 
@@ -33,13 +33,7 @@ for (const engine of STORE_ENGINES) {
 
     const count = async (sql: string, ...parameters: unknown[]): Promise<number> => Number(await store.value(sql, ...parameters));
 
-    /** Reserves and completes a certificate on `node`, renewing `predecessorSerial` when given. */
-    async function issue(node: StoreNode, overrides: Partial<PreparedIssuance> = {}): Promise<string> {
-      const item = prepared(overrides);
-      expect(await node.ledger.prepare([item], NOW)).toEqual([{ ok: true }]);
-      await node.ledger.complete([{ serial: item.serial, der: randomBytes(50), fingerprintSha256: "ab", audit: signed }], NOW);
-      return item.serial;
-    }
+    const issue = (node: StoreNode, overrides: Partial<PreparedIssuance> = {}): Promise<string> => issueOn(node, NOW, overrides);
 
     describe("reservations", () => {
       it("reserves, completes and then serves a certificate, with an audit event per step", async () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/audit/audit-log.js";
 import type { PreparedIssuance, ReservationResult } from "../../src/ca/ports.js";
 import type { RevocationOutcome, StoredOcspResponse } from "../../src/revocation/ports.js";
-import { openContractStore, type ContractStore, type StoreNode } from "../support/store-contract.js";
+import { issueOn, openContractStore, type ContractStore, type StoreNode } from "../support/store-contract.js";
 import { STORE_ENGINES } from "../support/store-engines.js";
 import { RESERVATION_AUDIT as audit, placeholderAuthority, preparedIssuance } from "../support/scratch-store.js";
 
@@ -35,12 +35,7 @@ for (const engine of STORE_ENGINES) {
 
     const count = async (sql: string, ...parameters: unknown[]): Promise<number> => Number(await store.value(sql, ...parameters));
 
-    async function issue(node: StoreNode, overrides: Partial<PreparedIssuance> = {}): Promise<string> {
-      const item = prepared(overrides);
-      expect(await node.ledger.prepare([item], NOW)).toEqual([{ ok: true }]);
-      await node.ledger.complete([{ serial: item.serial, der: randomBytes(50), fingerprintSha256: "ab", audit: signed }], NOW);
-      return item.serial;
-    }
+    const issue = (node: StoreNode, overrides: Partial<PreparedIssuance> = {}): Promise<string> => issueOn(node, NOW, overrides);
 
     /** A fresh intermediate, so that a test's CRL entries and counters are its own. */
     async function freshAuthority(): Promise<string> {

@@ -5,14 +5,16 @@
  * are one set of repositories (one writer; the file serialises the rest).
  */
 import { randomBytes } from "node:crypto";
+import { expect } from "vitest";
 import type { AuthorityRecord } from "../../src/ca/model.js";
-import type { CertificateQuery, IssuanceLedger } from "../../src/ca/ports.js";
+import type { CertificateQuery, IssuanceLedger, PreparedIssuance } from "../../src/ca/ports.js";
 import type { CrlRepository, OcspRepository, RevocationRepository } from "../../src/revocation/ports.js";
 import { SqliteAuditEventRepository } from "../../src/store/audit-event-repository.js";
 import { SqliteAuthorityRepository } from "../../src/store/authority-repository.js";
 import { SqliteCertificateStore } from "../../src/store/certificate-store.js";
 import { SqliteCrlRepository } from "../../src/store/crl-repository.js";
 import { SqliteOcspRepository } from "../../src/store/ocsp-repository.js";
+import { PostgresAuthorityRepository } from "../../src/store/postgres/authority-repository.js";
 import { PostgresCertificateStore } from "../../src/store/postgres/certificate-store.js";
 import { PostgresChangeFeed } from "../../src/store/postgres/change-feed.js";
 import { PostgresCrlRepository } from "../../src/store/postgres/crl-repository.js";
@@ -20,7 +22,7 @@ import { PostgresDatabase } from "../../src/store/postgres/database.js";
 import { PostgresOcspRepository } from "../../src/store/postgres/ocsp-repository.js";
 import { PostgresRevocationRepository } from "../../src/store/postgres/revocation-repository.js";
 import { SqliteRevocationRepository } from "../../src/store/revocation-repository.js";
-import { placeholderAuthority, SCRATCH_AUTHORITY_ID } from "./scratch-store.js";
+import { placeholderAuthority, preparedIssuance, RESERVATION_AUDIT, SCRATCH_AUTHORITY_ID } from "./scratch-store.js";
 import type { StoreEngine } from "./store-engines.js";
 
 export interface StoreNode {
@@ -100,25 +102,7 @@ export async function openContractStore(engine: StoreEngine, now: Date): Promise
       execute: async (sql, ...parameters) => {
         await first.query(numbered(sql), parameters);
       },
-      // A plain INSERT until the PostgreSQL authority repository exists: the row is what certificates reference.
-      insertAuthority: async (authority) => {
-        await first.query(
-          `INSERT INTO authorities (id, kind, status, subject, certificate_der, key_label, parent_id, not_before, not_after, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-          [
-            authority.id,
-            authority.kind,
-            authority.status,
-            authority.subject,
-            authority.certificateDer,
-            authority.keyLabel,
-            authority.parentId,
-            authority.notBefore.getTime(),
-            authority.notAfter.getTime(),
-            authority.createdAt.getTime(),
-          ],
-        );
-      },
+      insertAuthority: (authority) => new PostgresAuthorityRepository(first).insert(authority),
       insertToken: (tokenNow, uses, expiresAt) => insertTokenRow(store, tokenNow, uses, expiresAt),
       close: async () => {
         await Promise.all(feeds.map((feed) => feed.close()));
@@ -149,4 +133,12 @@ async function insertTokenRow(store: ContractStore, now: Date, uses: number, exp
     now.getTime(),
   );
   return { id, hash };
+}
+
+/** Reserves and completes a certificate on `node` at `now` (renewing `predecessorSerial` when given); its serial. */
+export async function issueOn(node: StoreNode, now: Date, overrides: Partial<PreparedIssuance> = {}): Promise<string> {
+  const item = preparedIssuance(now, overrides);
+  expect(await node.ledger.prepare([item], now)).toEqual([{ ok: true }]);
+  await node.ledger.complete([{ serial: item.serial, der: randomBytes(50), fingerprintSha256: "ab", audit: { ...RESERVATION_AUDIT, type: "issuance.signed" } }], now);
+  return item.serial;
 }

@@ -1,37 +1,12 @@
-import type { AuthorityKind, AuthorityRecord, AuthorityStatus } from "../../ca/model.js";
+import type { AuthorityRecord, AuthorityStatus } from "../../ca/model.js";
 import type { AuthorityRepository, TrustBundleConsumer, TrustBundleConsumerRepository } from "../../ca/ports.js";
 import { ADVISORY_LOCKS } from "./advisory-locks.js";
 import type { AuditEvent } from "../../audit/audit-log.js";
 import { appendAuditEvent } from "./audit-event-repository.js";
 import type { PostgresDatabase, PostgresTransaction } from "./database.js";
+import { authorityFromRow as fromRow, consumerFromRow, type AuthorityRow, type ConsumerRow } from "../rows.js";
 
 // Ids are ordered COLLATE "C" (byte order, as SQLite orders them) whatever the database's default collation.
-
-interface AuthorityRow {
-  id: string;
-  kind: AuthorityKind;
-  status: AuthorityStatus;
-  subject: string;
-  certificate_der: Buffer;
-  key_label: string | null;
-  parent_id: string | null;
-  not_before: string;
-  not_after: string;
-  created_at: string;
-}
-
-const fromRow = (row: AuthorityRow): AuthorityRecord => ({
-  id: row.id,
-  kind: row.kind,
-  status: row.status,
-  subject: row.subject,
-  certificateDer: row.certificate_der,
-  keyLabel: row.key_label,
-  parentId: row.parent_id,
-  notBefore: new Date(Number(row.not_before)),
-  notAfter: new Date(Number(row.not_after)),
-  createdAt: new Date(Number(row.created_at)),
-});
 
 export class PostgresAuthorityRepository implements AuthorityRepository {
   constructor(private readonly db: PostgresDatabase) {}
@@ -103,26 +78,6 @@ export class PostgresAuthorityRepository implements AuthorityRepository {
     return notAfter === null || notAfter === undefined ? undefined : new Date(Number(notAfter));
   }
 }
-
-interface ConsumerRow {
-  consumer_id: string;
-  spiffe_id: string | null;
-  acknowledged_sequence: string;
-  acknowledged_at: string | null;
-  first_seen_at: string;
-  registered_at: string | null;
-  registered_by: string | null;
-}
-
-const consumerFromRow = (row: ConsumerRow): TrustBundleConsumer => ({
-  consumerId: row.consumer_id,
-  spiffeId: row.spiffe_id,
-  acknowledgedSequence: Number(row.acknowledged_sequence),
-  acknowledgedAt: row.acknowledged_at === null ? null : new Date(Number(row.acknowledged_at)),
-  firstSeenAt: new Date(Number(row.first_seen_at)),
-  registeredAt: row.registered_at === null ? null : new Date(Number(row.registered_at)),
-  registeredBy: row.registered_by,
-});
 
 export class PostgresTrustBundleConsumerRepository implements TrustBundleConsumerRepository {
   constructor(private readonly db: PostgresDatabase) {}

@@ -1,7 +1,6 @@
 import type {
   ApiKeyRecord,
   ApiKeyRepository,
-  ApiKeyRole,
   EnrollmentTokenRecord,
   EnrollmentTokenRepository,
   RegistrationRecord,
@@ -9,6 +8,7 @@ import type {
 } from "../../policy/model.js";
 import { duplicateJwtSubjectError } from "../policy-repositories.js";
 import type { PostgresDatabase } from "./database.js";
+import { apiKeyFromRow, enrollmentTokenFromRow, registrationFromRow, type ApiKeyRow, type EnrollmentTokenRow, type RegistrationRow } from "../rows.js";
 
 // Text is ordered and compared COLLATE "C" (byte order, as SQLite does) whatever the database's default collation.
 
@@ -18,28 +18,6 @@ function violatedConstraint(error: unknown): string | undefined {
   const { code, constraint } = (error ?? {}) as { code?: unknown; constraint?: unknown };
   return code === UNIQUE_VIOLATION && typeof constraint === "string" ? constraint : undefined;
 }
-
-const dateOrNull = (millis: string | null): Date | null => (millis === null ? null : new Date(Number(millis)));
-
-interface ApiKeyRow {
-  id: string;
-  name: string;
-  role: ApiKeyRole;
-  key_hash: Buffer;
-  created_at: string;
-  revoked_at: string | null;
-  expires_at: string | null;
-}
-
-const apiKeyFromRow = (row: ApiKeyRow): ApiKeyRecord => ({
-  id: row.id,
-  name: row.name,
-  role: row.role,
-  keyHash: row.key_hash,
-  createdAt: new Date(Number(row.created_at)),
-  revokedAt: dateOrNull(row.revoked_at),
-  expiresAt: dateOrNull(row.expires_at),
-});
 
 export class PostgresApiKeyRepository implements ApiKeyRepository {
   constructor(private readonly db: PostgresDatabase) {}
@@ -80,36 +58,6 @@ export class PostgresApiKeyRepository implements ApiKeyRepository {
     const { rows } = await this.db.query<{ count: string }>("SELECT count(*) AS count FROM api_keys");
     return Number(rows[0]?.count ?? 0);
   }
-}
-
-interface EnrollmentTokenRow {
-  id: string;
-  token_hash: Buffer;
-  spiffe_id: string;
-  dns_names: string;
-  max_ttl_seconds: number;
-  expires_at: string;
-  uses_left: number;
-  created_by: string;
-  created_at: string;
-  registration_id: string | null;
-  revoked_at: string | null;
-}
-
-function enrollmentTokenFromRow(row: EnrollmentTokenRow): EnrollmentTokenRecord {
-  return {
-    id: row.id,
-    tokenHash: row.token_hash,
-    spiffeId: row.spiffe_id,
-    dnsNames: JSON.parse(row.dns_names) as string[],
-    maxTtlSeconds: row.max_ttl_seconds,
-    expiresAt: new Date(Number(row.expires_at)),
-    usesLeft: row.uses_left,
-    createdBy: row.created_by,
-    createdAt: new Date(Number(row.created_at)),
-    registrationId: row.registration_id,
-    revokedAt: dateOrNull(row.revoked_at),
-  };
 }
 
 export class PostgresEnrollmentTokenRepository implements EnrollmentTokenRepository {
@@ -154,30 +102,6 @@ export class PostgresEnrollmentTokenRepository implements EnrollmentTokenReposit
     });
   }
 }
-
-interface RegistrationRow {
-  id: string;
-  spiffe_id: string;
-  dns_names: string;
-  max_ttl_seconds: number;
-  jwt_issuer: string | null;
-  jwt_subject: string | null;
-  created_by: string;
-  created_at: string;
-  updated_at: string;
-}
-
-const registrationFromRow = (row: RegistrationRow): RegistrationRecord => ({
-  id: row.id,
-  spiffeId: row.spiffe_id,
-  dnsNames: JSON.parse(row.dns_names) as string[],
-  maxTtlSeconds: row.max_ttl_seconds,
-  jwtIssuer: row.jwt_issuer,
-  jwtSubject: row.jwt_subject,
-  createdBy: row.created_by,
-  createdAt: new Date(Number(row.created_at)),
-  updatedAt: new Date(Number(row.updated_at)),
-});
 
 export class PostgresRegistrationRepository implements RegistrationRepository {
   constructor(private readonly db: PostgresDatabase) {}
